@@ -1,0 +1,53 @@
+"""build_api: the Abiquo API as an aiohttp application, mounted by the caller at /api."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from abiquo_central.api import version
+from abiquo_central.api.auth import auth_middleware
+from abiquo_central.api.correlation import correlation_middleware, echo_correlation_id
+from abiquo_central.api.errors import error_middleware
+from abiquo_central.api.keys import CLOCK, ENGINE, PASSWORDS, SETTINGS, Clock, utc_now
+from abiquo_central.api.negotiation import negotiation_middleware
+from abiquo_central.api.resources import datacenters
+from abiquo_central.settings import CentralSettings
+from abiquo_central.tenants.passwords import Passwords
+
+# Bodies larger than this are refused with 413 before they are read.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def build_api(
+    *,
+    engine: AsyncEngine,
+    settings: CentralSettings,
+    clock: Clock | None = None,
+    passwords: Passwords | None = None,
+) -> web.Application:
+    """The API application; the caller mounts it with `root.add_subapp("/api", api)`.
+
+    The caller owns `engine` (opens nothing here, closes nothing either). `clock` is
+    what "now" means to liveness (tests move it); `passwords` hashes and verifies
+    (argon2-cffi's default parameters unless another is given).
+    """
+    app = web.Application(
+        middlewares=[
+            # Outermost first: the id is bound before anything can fail or log, errors
+            # are rendered for everything inside, negotiation runs for the authorised.
+            correlation_middleware,
+            error_middleware,
+            auth_middleware,
+            negotiation_middleware,
+        ],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    app[ENGINE] = engine
+    app[SETTINGS] = settings
+    app[CLOCK] = clock if clock is not None else utc_now
+    app[PASSWORDS] = passwords if passwords is not None else Passwords()
+    app.on_response_prepare.append(echo_correlation_id)
+    version.add_routes(app.router)
+    datacenters.add_routes(app.router)
+    return app

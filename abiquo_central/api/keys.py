@@ -1,0 +1,32 @@
+"""Typed state: what build_api puts in the application, what middlewares put in a request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from abiquo_central.api.media import Negotiated
+from abiquo_central.settings import CentralSettings
+from abiquo_central.tenants.authentication import Principal
+from abiquo_central.tenants.passwords import Passwords
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Application state (read it through request.config_dict, which also sees a parent's).
+ENGINE = web.AppKey("abiquo.api.engine", AsyncEngine)
+SETTINGS = web.AppKey("abiquo.api.settings", CentralSettings)
+CLOCK: web.AppKey[Clock] = web.AppKey("abiquo.api.clock")
+PASSWORDS = web.AppKey("abiquo.api.passwords", Passwords)
+
+# Request state, set by the middlewares.
+CORRELATION_ID = web.RequestKey("abiquo.api.correlation_id", str)
+PRINCIPAL = web.RequestKey("abiquo.api.principal", Principal)
+NEGOTIATED = web.RequestKey("abiquo.api.negotiated", Negotiated)

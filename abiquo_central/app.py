@@ -1,0 +1,107 @@
+"""abiquo-central's composition root: settings → database → link → the API over HTTP.
+
+The root aiohttp application mounts the API under /api and owns the resources through
+its cleanup contexts, opened in this order and closed in the reverse one:
+
+1. the database engine (its pool; closed last, after everything that uses it);
+2. the link to the datacenters: connected, queues declared, reply queue consumed;
+3. the link's consumers of heartbeats, notifications and events.
+
+Shutdown, in stages with a timeout each: stop accepting (the HTTP listener, the link's
+consumers), drain (in-flight HTTP requests and messages in handlers), close (the cleanup
+contexts above, in reverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from abiquo_central.api import build_api
+from abiquo_central.db.engine import create_engine
+from abiquo_central.link import CentralLink
+from abiquo_central.notifications import message_handler
+from abiquo_central.settings import CentralSettings
+from abiquo_runtime.httpserver import HttpServer
+from abiquo_runtime.messaging.transport import Transport
+from abiquo_runtime.shutdown import Stage
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+LINK = web.AppKey("link", CentralLink)
+
+
+class Central:
+    """One running central process: the object abiquo_runtime.process.serve runs."""
+
+    def __init__(
+        self,
+        settings: CentralSettings,
+        *,
+        transport: Transport,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        # Creating the engine opens nothing: connections come with the first query.
+        self.engine = create_engine(
+            settings.database.url,
+            pool_size=settings.database.pool_size,
+            echo=settings.database.echo,
+        )
+        self.link = CentralLink(
+            transport=transport,
+            on_message=message_handler(engine=self.engine),
+            prefetch=settings.rabbitmq.prefetch,
+        )
+        self.app = web.Application()
+        self.app[ENGINE] = self.engine
+        self.app[LINK] = self.link
+        self.app.add_subapp("/api", build_api(engine=self.engine, settings=settings, clock=clock))
+        self.app.cleanup_ctx.extend([self._engine_ctx, self._link_ctx, self._accept_ctx])
+        self.server = HttpServer(
+            self.app,
+            host=settings.http.host,
+            port=settings.http.port,
+            drain_timeout=settings.shutdown.drain_timeout,
+        )
+
+    async def _engine_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        await self.engine.dispose()
+
+    async def _link_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        await self.link.start()
+        yield
+        await self.link.close()
+
+    async def _accept_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        await self.link.accept()
+        yield
+        await self.link.stop_accepting()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    def still_running(self) -> list[str]:
+        flying = self.link.in_flight()
+        return [f"link deliveries in handlers={flying}"] if flying else []
+
+    def shutdown_stages(self) -> Sequence[Stage]:
+        timeouts = self.settings.shutdown
+        stop = Stage(
+            "stop accepting", timeouts.stop_accepting_timeout, still_running=self.still_running
+        )
+        stop.add("http listener", self.server.stop_accepting)
+        stop.add("link consumers", self.link.stop_accepting)
+        drain = Stage("drain", timeouts.drain_timeout, still_running=self.still_running)
+        drain.add("http requests", self.server.drain)
+        drain.add("link deliveries", lambda: self.link.drain(timeouts.drain_timeout))
+        close = Stage("close", timeouts.close_timeout, still_running=self.still_running)
+        close.add("resources", self.server.close)
+        return [stop, drain, close]

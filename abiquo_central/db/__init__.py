@@ -1,0 +1,1 @@
+"""abiquo-central's database: SQLAlchemy Core tables, the engine, alembic migrations."""

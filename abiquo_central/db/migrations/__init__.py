@@ -1,0 +1,1 @@
+"""Alembic migrations of abiquo-central's schema (run them with abiquo_central.db.migrate)."""

@@ -1,0 +1,1 @@
+"""Infrastructure: datacenters, their remote services, racks, machines, datastores."""

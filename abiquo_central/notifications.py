@@ -1,0 +1,40 @@
+"""What central does with each message a datacenter sends it."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from abiquo_central.infrastructure.datacenters import record_heartbeat
+from abiquo_central.link import OnMessage
+from abiquo_dc.protocol.messages import Heartbeat, Message, SubsystemStateChanged
+
+
+def message_handler(*, engine: AsyncEngine) -> OnMessage:
+    log = structlog.get_logger("abiquo.central.notifications")
+
+    async def handle(message: Message) -> None:
+        match message:
+            case Heartbeat():
+                await record_heartbeat(
+                    engine,
+                    dc_uuid=message.dc_uuid,
+                    name=message.name,
+                    sequence=message.sequence,
+                    started_at=message.started_at,
+                    sent_at=message.sent_at,
+                    http_url=message.http_url,
+                    services={k: v.value for k, v in message.services.items()},
+                )
+            case SubsystemStateChanged():
+                log.info(
+                    "datacenter service state",
+                    dc=message.dc_uuid,
+                    service=message.service,
+                    state=message.state.value,
+                    reason=message.reason or None,
+                )
+            case _:
+                log.warning("message of no interest", message_type=type(message).__name__)
+
+    return handle

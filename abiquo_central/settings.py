@@ -1,0 +1,35 @@
+"""abiquo-central's settings (see config/central.toml for an annotated example)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from abiquo_runtime.settings import HttpSettings, LogSettings, RabbitSettings, ShutdownSettings
+
+
+class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # mysql+aiomysql://user:password@host:3306/abiquo, or sqlite+aiosqlite:///path.db
+    url: str = "sqlite+aiosqlite:///var/abiquo-central.db"
+    pool_size: int = 10
+    echo: bool = False
+
+
+class DatacentersSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # A datacenter whose last heartbeat is older than this shows as unavailable.
+    liveness_timeout: float = 15.0
+    # How long central waits for a datacenter to answer a request over the link.
+    request_timeout: float = 10.0
+
+
+class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    realm: str = "Abiquo Api"
+
+
+class CentralSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    rabbitmq: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
+    datacenters: DatacentersSettings = msgspec.field(default_factory=DatacentersSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)

@@ -1,0 +1,1 @@
+"""Tenants: enterprises, roles and their privileges, users and their passwords."""

@@ -1,0 +1,72 @@
+"""Who is calling: checking a nick and password against the user table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from abiquo_central.db import tables
+from abiquo_central.tenants.passwords import Passwords
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user, with what its role allows."""
+
+    user_id: int
+    nick: str
+    enterprise_id: int
+    role: str
+    privileges: frozenset[str]
+
+    def holds(self, *privileges: str) -> bool:
+        return all(p in self.privileges for p in privileges)
+
+
+async def authenticate(
+    engine: AsyncEngine, passwords: Passwords, *, nick: str, password: str
+) -> Principal | None:
+    """The user whose nick and password these are, or None (unknown, wrong or inactive)."""
+    user, role = tables.user, tables.role
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    user.c.id,
+                    user.c.enterprise_id,
+                    user.c.password_hash,
+                    user.c.active,
+                    user.c.role_id,
+                    role.c.name.label("role_name"),
+                )
+                .join(role, role.c.id == user.c.role_id)
+                .where(user.c.nick == nick)
+            )
+        ).one_or_none()
+        privileges: frozenset[str] = frozenset()
+        if row is not None:
+            privileges = frozenset(
+                (
+                    await conn.execute(
+                        select(tables.role_privilege.c.privilege).where(
+                            tables.role_privilege.c.role_id == row.role_id
+                        )
+                    )
+                ).scalars()
+            )
+    # The connection is back in the pool before the slow part: a verification must not
+    # hold one of the few database connections for its whole duration.
+    if row is None:
+        await passwords.verify_nobody(password)
+        return None
+    if not await passwords.verify(row.password_hash, password) or not row.active:
+        return None
+    return Principal(
+        user_id=row.id,
+        nick=nick,
+        enterprise_id=row.enterprise_id,
+        role=row.role_name,
+        privileges=privileges,
+    )

@@ -1,0 +1,1 @@
+"""abiquo: the operator's command line (database migrations, the all-in-one)."""

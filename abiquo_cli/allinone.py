@@ -1,0 +1,154 @@
+"""All-in-one: central, one datacenter and an AIM in one process, on 127.0.0.1.
+
+SQLite instead of MySQL and the in-process broker instead of RabbitMQ: only those
+adapters differ, every code path above them is the one production runs. The state
+(database, the datacenter's identity) lives in one directory, so a restart finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+import structlog
+
+from abiquo_central.app import Central
+from abiquo_central.db.migrate import upgrade
+from abiquo_central.infrastructure.datacenters import ensure_datacenter
+from abiquo_central.settings import CentralSettings, DatabaseSettings
+from abiquo_central.tenants.seed import ensure_admin
+from abiquo_dc.app import build_datacenter
+from abiquo_dc.identity import datacenter_uuid
+from abiquo_dc.settings import DatacenterSettings, DCSettings
+from abiquo_runtime.messaging.memory import MemoryBroker
+from abiquo_runtime.settings import HttpSettings, LogSettings, ShutdownSettings
+from abiquo_runtime.shutdown import Stage
+from aim.server import AimServer
+from aim.settings import AimSettings, ListenSettings
+
+
+class AllInOneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The API's address; the datacenter's and the AIM's ports come next to it.
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    # 0: the port after the API's.
+    dc_port: int = 0
+    # 0: any free port (the datacenter is told which).
+    aim_port: int = 0
+    state_dir: str = "var/all-in-one"
+    datacenter_name: str = "all-in-one"
+    datacenter_location: str = "localhost"
+    heartbeat_interval: float = 5.0
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
+
+
+class AllInOne:
+    """The three programs sharing one loop and one in-process broker."""
+
+    def __init__(self, settings: AllInOneSettings, *, admin_password: str | None) -> None:
+        self.settings = settings
+        self.admin_password = admin_password
+        self.generated_password: str | None = None
+        state = Path(settings.state_dir).resolve()
+        self.state_dir = state
+        self.database_url = f"sqlite+aiosqlite:///{state / 'central.db'}"
+        self.broker = MemoryBroker()
+        self.dc_uuid = datacenter_uuid("", state / "dc")
+        self.aim = AimServer(
+            AimSettings(
+                listen=ListenSettings(host=settings.http.host, port=settings.aim_port),
+                shutdown=settings.shutdown,
+                log=settings.log,
+            )
+        )
+        self.central = Central(
+            CentralSettings(
+                http=settings.http,
+                log=settings.log,
+                shutdown=settings.shutdown,
+                database=DatabaseSettings(url=self.database_url, pool_size=5),
+            ),
+            transport=self.broker.connection("central"),
+        )
+        self.datacenter = build_datacenter(
+            DCSettings(
+                datacenter=DatacenterSettings(
+                    uuid=self.dc_uuid,
+                    name=settings.datacenter_name,
+                    location=settings.datacenter_location,
+                    state_dir=str(state / "dc"),
+                    heartbeat_interval=settings.heartbeat_interval,
+                ),
+                http=HttpSettings(
+                    host=settings.http.host,
+                    port=settings.dc_port or (settings.http.port + 1 if settings.http.port else 0),
+                ),
+                log=settings.log,
+                shutdown=settings.shutdown,
+            ),
+            transport=self.broker.connection("datacenter"),
+            dc_uuid=self.dc_uuid,
+        )
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.central.url}/api"
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Migrations are synchronous (alembic): off the loop.
+        await asyncio.to_thread(upgrade, self.database_url)
+        engine = self.central.engine
+        self.generated_password = await ensure_admin(engine, password=self.admin_password)
+        await ensure_datacenter(
+            engine,
+            uuid=self.dc_uuid,
+            name=self.settings.datacenter_name,
+            location=self.settings.datacenter_location,
+        )
+        await self.aim.start()
+        await self.datacenter.start()
+        await self.central.start()
+
+    def shutdown_stages(self) -> Sequence[Stage]:
+        """Each stage of central, the datacenter and the AIM run together, in that order of
+        stages: nothing is closed before all three have stopped accepting and drained."""
+        merged: list[Stage] = []
+        per_program = [
+            self.central.shutdown_stages(),
+            self.datacenter.shutdown_stages(),
+            self.aim.shutdown_stages(),
+        ]
+        for stages in zip(*per_program, strict=True):
+            stage = Stage(stages[0].name, max(s.timeout for s in stages))
+            names = ("central", "dc", "aim")
+            for program, part in zip(names, stages, strict=True):
+                for name, step in part.steps:
+                    stage.add(f"{program} {name}", step)
+            merged.append(stage)
+        return merged
+
+
+def announce(aio: AllInOne, out: TextIO | None = None) -> None:
+    stream = out if out is not None else sys.stdout
+    lines = []
+    if aio.generated_password is not None:
+        lines.append(
+            f"Cloud administrator: admin / {aio.generated_password} "
+            "(shown this once; set ABIQUO_ADMIN_PASSWORD to choose it)"
+        )
+    # Last, so that whoever waits for this line has everything before it.
+    lines.append(f"Abiquo all-in-one: the API is at {aio.api_url}")
+    print("\n".join(lines), file=stream, flush=True)
+    structlog.get_logger("abiquo.all-in-one").info(
+        "all-in-one ready", api=aio.api_url, datacenter=aio.dc_uuid
+    )
+
+
+def admin_password_from_env() -> str | None:
+    return os.environ.get("ABIQUO_ADMIN_PASSWORD") or None

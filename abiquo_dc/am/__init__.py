@@ -1,0 +1,1 @@
+"""Appliance Manager: the template repository, OVF packages, uploads and downloads."""

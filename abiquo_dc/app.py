@@ -1,0 +1,186 @@
+"""abiquo-dc's composition root: settings → transport → bus → link → subsystems → HTTP.
+
+Every shared object is built here and handed to whoever needs it. The aiohttp
+application owns the resources through its cleanup contexts, opened in this order and
+closed in the reverse one:
+
+1. the bus;
+2. the link: connected, queues declared, outbound messages forwarded;
+3. the status reporter: heartbeats and the CheckServices reply;
+4. the six subsystems, each starting (and retrying) on its own;
+5. the link's consumers: requests from central are taken only once all of the above run.
+
+Shutdown, in stages with a timeout each: stop accepting (the HTTP listener, the link's
+consumers), drain (in-flight HTTP requests, deliveries in handlers, bus backlogs), close
+(the cleanup contexts above in reverse: subsystems stop and say so, heartbeats stop, the
+link flushes and closes, the bus closes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from abiquo_dc.am.service import ApplianceManager
+from abiquo_dc.bpm.service import BusinessProcessManager
+from abiquo_dc.bus import Bus
+from abiquo_dc.discovery.service import DiscoveryManager
+from abiquo_dc.identity import datacenter_uuid
+from abiquo_dc.link import DatacenterLink
+from abiquo_dc.settings import DCSettings
+from abiquo_dc.ssm.service import StorageSystemManager
+from abiquo_dc.status import StatusReporter
+from abiquo_dc.subsystem import Subsystem
+from abiquo_dc.vfactory.service import VirtualFactory
+from abiquo_dc.vsm.service import VirtualSystemMonitor
+from abiquo_runtime.correlation import correlation
+from abiquo_runtime.httpserver import HttpServer
+from abiquo_runtime.messaging.transport import Transport
+from abiquo_runtime.shutdown import Stage
+
+BUS = web.AppKey("bus", Bus)
+LINK = web.AppKey("link", DatacenterLink)
+STATUS = web.AppKey("status", StatusReporter)
+SUBSYSTEMS = web.AppKey("subsystems", tuple[Subsystem, ...])
+DC_UUID = web.AppKey("dc_uuid", str)
+
+SUBSYSTEM_CLASSES: tuple[type[Subsystem], ...] = (
+    ApplianceManager,
+    BusinessProcessManager,
+    DiscoveryManager,
+    VirtualFactory,
+    StorageSystemManager,
+    VirtualSystemMonitor,
+)
+
+
+@web.middleware
+async def correlation_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    with correlation(request.headers.get("X-Correlation-ID")) as cid:
+        response: web.StreamResponse = await handler(request)
+        response.headers["X-Correlation-ID"] = cid
+        return response
+
+
+class Datacenter:
+    """One running datacenter: the object abiquo_runtime.process.serve runs."""
+
+    def __init__(self, settings: DCSettings, *, transport: Transport, dc_uuid: str) -> None:
+        self.settings = settings
+        self.uuid = dc_uuid
+        self.bus = Bus(name="dc.bus")
+        self.subsystems: tuple[Subsystem, ...] = tuple(
+            cls(bus=self.bus, dc_uuid=dc_uuid) for cls in SUBSYSTEM_CLASSES
+        )
+        self.link = DatacenterLink(
+            transport=transport,
+            bus=self.bus,
+            dc_uuid=dc_uuid,
+            prefetch=settings.rabbitmq.prefetch,
+            handler_timeout=settings.datacenter.handler_timeout,
+        )
+        self.app = web.Application(middlewares=[correlation_middleware])
+        self.server = HttpServer(
+            self.app,
+            host=settings.http.host,
+            port=settings.http.port,
+            drain_timeout=settings.shutdown.drain_timeout,
+        )
+        self.status = StatusReporter(
+            bus=self.bus,
+            dc_uuid=dc_uuid,
+            name=settings.datacenter.name,
+            subsystems=self.subsystems,
+            http_url=self.http_url,
+            interval=settings.datacenter.heartbeat_interval,
+        )
+        self.app[BUS] = self.bus
+        self.app[LINK] = self.link
+        self.app[STATUS] = self.status
+        self.app[SUBSYSTEMS] = self.subsystems
+        self.app[DC_UUID] = dc_uuid
+        for subsystem in self.subsystems:
+            self.app.add_routes(subsystem.all_routes())
+        self.app.cleanup_ctx.extend(
+            [
+                self._bus_ctx,
+                self._link_ctx,
+                self._status_ctx,
+                self._subsystems_ctx,
+                self._accept_ctx,
+            ]
+        )
+
+    def http_url(self) -> str:
+        if self.settings.http.public_url:
+            return self.settings.http.public_url.rstrip("/")
+        try:
+            return self.server.url
+        except RuntimeError:  # not listening yet: the first heartbeat goes out before
+            return f"http://{self.settings.http.host}:{self.settings.http.port}"
+
+    # -- resources, in the order they open ---------------------------------------------
+
+    async def _bus_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        await self.bus.close()
+
+    async def _link_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        await self.link.start()
+        yield
+        await self.link.close()
+
+    async def _status_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        await self.status.start()
+        yield
+        await self.status.close()
+
+    async def _subsystems_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        for subsystem in self.subsystems:
+            await subsystem.start()
+        yield
+        for subsystem in reversed(self.subsystems):
+            await subsystem.stop()
+
+    async def _accept_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        await self.link.accept()
+        yield
+        await self.link.stop_accepting()
+
+    # -- the Service protocol ----------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    def still_running(self) -> list[str]:
+        names = [name for s in self.subsystems for name in s.tasks.running()]
+        names += [f"bus backlog {k}={v}" for k, v in self.bus.backlog().items()]
+        if self.link.in_flight():
+            names.append(f"link deliveries in handlers={self.link.in_flight()}")
+        return names
+
+    def shutdown_stages(self) -> Sequence[Stage]:
+        timeouts = self.settings.shutdown
+        stop = Stage(
+            "stop accepting", timeouts.stop_accepting_timeout, still_running=self.still_running
+        )
+        stop.add("http listener", self.server.stop_accepting)
+        stop.add("link consumers", self.link.stop_accepting)
+        drain = Stage("drain", timeouts.drain_timeout, still_running=self.still_running)
+        drain.add("http requests", self.server.drain)
+        drain.add("link deliveries", lambda: self.link.drain(timeouts.drain_timeout))
+        drain.add("bus backlog", lambda: self.bus.drain(timeouts.drain_timeout))
+        close = Stage("close", timeouts.close_timeout, still_running=self.still_running)
+        close.add("resources", self.server.close)
+        return [stop, drain, close]
+
+
+def build_datacenter(
+    settings: DCSettings, *, transport: Transport, dc_uuid: str | None = None
+) -> Datacenter:
+    uuid = dc_uuid or datacenter_uuid(settings.datacenter.uuid, Path(settings.datacenter.state_dir))
+    return Datacenter(settings, transport=transport, dc_uuid=uuid)

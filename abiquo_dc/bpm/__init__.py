@@ -1,0 +1,1 @@
+"""Business Process Manager: disk format conversions, one at a time per repository."""

@@ -1,0 +1,1 @@
+"""Discovery Manager: what hypervisor answers at an address, and what it holds."""

@@ -1,0 +1,1 @@
+"""Storage System Manager: iSCSI volumes on the storage servers."""

@@ -1,0 +1,1 @@
+"""Virtualization Manager: VM jobs from central run on the hypervisors."""

@@ -1,0 +1,1 @@
+"""Virtual System Monitor: every VM state change on the monitored hosts, sent to central."""

@@ -1,0 +1,141 @@
+"""`abiquo all-in-one` as an operator runs it: a real process, HTTP, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from base64 import b64encode
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Running:
+    def __init__(self, process: subprocess.Popen[str], port: int, banner: list[str]) -> None:
+        self.process = process
+        self.port = port
+        self.banner = banner
+
+    def get(self, path: str, *, auth: tuple[str, str] | None = None, accept: str = "") -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if auth:
+            token = b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        if accept:
+            request.add_header("Accept", accept)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read().decode()
+
+    def stop(self) -> tuple[int, float, list[dict[str, Any]]]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=30)
+        took = time.monotonic() - started
+        lines = []
+        for line in err.splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return self.process.returncode, took, lines
+
+
+def start(state_dir: Path, *, password: str | None) -> Running:
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("ABIQUO_ADMIN_PASSWORD", None)
+    env.update(
+        ABIQUO_STATE_DIR=str(state_dir),
+        ABIQUO_DC_PORT=str(free_port()),
+        ABIQUO_HEARTBEAT_INTERVAL="0.2",
+        ABIQUO_LOG__FORMAT="json",
+    )
+    if password is not None:
+        env["ABIQUO_ADMIN_PASSWORD"] = password
+    process = subprocess.Popen(
+        [sys.executable, "-m", "abiquo_cli", "all-in-one", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    banner: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            _, err = process.communicate(timeout=10)
+            pytest.fail(f"all-in-one ended before it was ready:\n{err[-3000:]}")
+        banner.append(line.rstrip())
+        if "the API is at" in line:
+            return Running(process, port, banner)
+    process.kill()
+    pytest.fail("all-in-one did not say it was ready within 60 s")
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "state"
+
+
+def test_all_in_one_serves_and_stops_cleanly(state_dir: Path) -> None:
+    aio = start(state_dir, password="s3cret-pass")
+    try:
+        assert aio.banner[-1] == f"Abiquo all-in-one: the API is at http://127.0.0.1:{aio.port}/api"
+        status, _, body = aio.get("/api/version")
+        assert status == 200 and body.strip()
+
+        # Its own datacenter is there and, once its heartbeat arrived, available.
+        deadline = time.monotonic() + 20
+        while True:
+            _, _, body = aio.get(
+                "/api/admin/datacenters",
+                auth=("admin", "s3cret-pass"),
+                accept="application/vnd.abiquo.datacenters+json",
+            )
+            [dc] = json.loads(body)["collection"]
+            statuses = {rs["type"]: rs["status"] for rs in dc["remoteServices"]["collection"]}
+            if dc["available"] and statuses.get("VIRTUAL_FACTORY") == 1:
+                break
+            assert time.monotonic() < deadline, f"not available in time: {dc}"
+            time.sleep(0.2)
+        assert dc["name"] == "all-in-one"
+        assert len(statuses) == 6
+    finally:
+        code, took, lines = aio.stop()
+    assert code == 0
+    assert took < 10
+    stages = [line["stage"] for line in lines if line.get("event") == "shutdown stage done"]
+    assert stages == ["stop accepting", "drain", "close"]
+
+
+def test_the_admin_password_is_generated_and_shown_once(state_dir: Path) -> None:
+    first = start(state_dir, password=None)
+    try:
+        shown = [line for line in first.banner if line.startswith("Cloud administrator: admin / ")]
+        assert len(shown) == 1
+        password = shown[0].split(" / ", 1)[1].split(" ", 1)[0]
+        status, _, _ = first.get("/api/admin/datacenters", auth=("admin", password))
+        assert status == 200
+    finally:
+        assert first.stop()[0] == 0
+    second = start(state_dir, password=None)
+    try:
+        assert not any("Cloud administrator" in line for line in second.banner)
+    finally:
+        assert second.stop()[0] == 0
