@@ -155,6 +155,8 @@ class Datacenter:
 
     async def start(self) -> None:
         await self.server.start()
+        # The address is known only now (port 0 asks for any): say it without waiting.
+        await self.bus.publish(self.status.heartbeat())
 
     def still_running(self) -> list[str]:
         names = [name for s in self.subsystems for name in s.tasks.running()]

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from abiquo_dc.protocol.messages import Message, stamped
-from abiquo_runtime.correlation import correlation
+from abiquo_runtime.correlation import adopt, correlation
 from abiquo_runtime.errors import PermanentError, TemporaryError
 from abiquo_runtime.tasks import Supervisor
 
@@ -111,8 +111,9 @@ class Bus:
         while True:
             message = await queue.get()
             try:
-                with correlation(message.correlation_id):
-                    await sub.listener(message)
+                # This task is the listener's own: it takes on each message's id.
+                adopt(message.correlation_id)
+                await sub.listener(message)
             except Exception:
                 self._log.exception(
                     "listener failed", listener=sub.name, message_type=type(message).__name__

@@ -9,8 +9,10 @@ reason; a TemporaryError puts it back on the queue; any other failure of a reque
 answered with RequestFailed, of a command is dead-lettered.
 
 Outbound: every bus message whose type names an `outbound_queue` (heartbeats,
-notifications, events) is published to that queue with confirms, in order, retried for
-as long as the broker is away; the bus listener's bounded queue holds what waits.
+notifications, events) is published to that queue with confirms, retried for as long as
+the broker is away. Publishes are pipelined (a window of them await their confirms at
+once); they leave in order, but one retried after a failure may land after later ones:
+consumers order by what the messages say (sequence numbers, timestamps), not by arrival.
 
 The transport is RabbitMQ in production and the in-process MemoryBroker in all-in-one:
 this module does not know which.
@@ -31,6 +33,7 @@ from abiquo_runtime.backoff import Backoff
 from abiquo_runtime.correlation import correlation
 from abiquo_runtime.errors import AbiquoError, TemporaryError
 from abiquo_runtime.messaging.transport import Consumer, Delivery, Transport
+from abiquo_runtime.tasks import Supervisor
 
 _INBOUND: Any = Inbound
 
@@ -45,7 +48,10 @@ class DatacenterLink:
         prefetch: int = 16,
         handler_timeout: float = 30.0,
         no_handler_delay: float = 1.0,
+        publish_window: int = 64,
     ) -> None:
+        self._window = asyncio.Semaphore(publish_window)
+        self._publishing = Supervisor("dc.link.publish")
         self._no_handler_delay = no_handler_delay
         self._transport = transport
         self._bus = bus
@@ -79,27 +85,42 @@ class DatacenterLink:
         queue = type(message).outbound_queue
         if queue is None:
             return
-        backoff = Backoff(initial=0.2, maximum=5.0)
-        body = codec.encode(message)
-        while True:
-            try:
-                await self._transport.publish(
-                    queue,
-                    body,
-                    message_id=message.message_id,
-                    correlation_id=message.correlation_id or None,
-                )
-                return
-            except TemporaryError as exc:
-                # Never drop: this listener's queue fills and the bus pushes back instead.
-                delay = backoff.next_delay()
-                self._log.warning(
-                    "publish toward central failed; retrying",
-                    queue=queue,
-                    error=exc.message,
-                    retry_in=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+        # Up to `publish_window` publishes wait for their confirms at once: one round trip
+        # per message would cap the link at a few hundred messages a second. The window
+        # full, this listener waits, its bus queue fills, and publishers feel it.
+        await self._window.acquire()
+        try:
+            self._publishing.spawn(self._publish(queue, message), name="publish")
+        except BaseException:
+            self._window.release()
+            raise
+
+    async def _publish(self, queue: str, message: Message) -> None:
+        try:
+            backoff = Backoff(initial=0.2, maximum=5.0)
+            body = codec.encode(message)
+            while True:
+                try:
+                    await self._transport.publish(
+                        queue,
+                        body,
+                        message_id=message.message_id,
+                        correlation_id=message.correlation_id or None,
+                    )
+                    return
+                except TemporaryError as exc:
+                    # Never dropped: retried until the broker takes it; meanwhile the
+                    # window stays taken and the bus pushes back.
+                    delay = backoff.next_delay()
+                    self._log.warning(
+                        "publish toward central failed; retrying",
+                        queue=queue,
+                        error=exc.message,
+                        retry_in=round(delay, 2),
+                    )
+                    await asyncio.sleep(delay)
+        finally:
+            self._window.release()
 
     # -- inbound -----------------------------------------------------------------------
 
@@ -168,6 +189,10 @@ class DatacenterLink:
     async def close(self, flush_timeout: float = 2.0) -> None:
         # What subsystems said while stopping (their STOPPED states) still goes out.
         await self._bus.drain(flush_timeout)
+        left = await self._publishing.wait(flush_timeout)
+        if left:
+            self._log.warning("messages toward central not confirmed at close", count=len(left))
+        await self._publishing.close()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()

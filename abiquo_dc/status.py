@@ -1,4 +1,7 @@
-"""What the datacenter says of itself: heartbeats to central and the CheckServices reply."""
+"""What the datacenter says of itself: heartbeats to central and the CheckServices reply.
+
+A heartbeat goes out every `interval`, and at once whenever a service changes state.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,13 @@ from datetime import UTC, datetime
 import structlog
 
 from abiquo_dc.bus import Bus, Unsubscribe
-from abiquo_dc.protocol.messages import CheckServices, Heartbeat, ServicesStatus, ServiceState
+from abiquo_dc.protocol.messages import (
+    CheckServices,
+    Heartbeat,
+    ServicesStatus,
+    ServiceState,
+    SubsystemStateChanged,
+)
 from abiquo_dc.subsystem import Subsystem
 from abiquo_runtime.tasks import Supervisor
 
@@ -35,6 +44,7 @@ class StatusReporter:
         self._started_at = datetime.now(UTC)
         self._tasks = Supervisor("dc.status")
         self._unserve: Unsubscribe | None = None
+        self._unsubscribe: Unsubscribe | None = None
         self._log = structlog.get_logger("abiquo.dc.status")
 
     def services(self) -> dict[str, ServiceState]:
@@ -60,12 +70,21 @@ class StatusReporter:
             await self._bus.publish(self.heartbeat())
             await asyncio.sleep(self._interval)
 
+    async def _on_change(self, change: SubsystemStateChanged) -> None:
+        # Central should not wait for the next beat to learn that a service came up or
+        # went down: a state change is followed by a heartbeat at once.
+        await self._bus.publish(self.heartbeat())
+
     async def start(self) -> None:
         self._unserve = self._bus.serve(CheckServices, self._check)
+        self._unsubscribe = self._bus.subscribe(
+            SubsystemStateChanged, self._on_change, name="status.on_change"
+        )
         self._tasks.spawn(self._beat(), name="heartbeat", forever=True)
 
     async def close(self) -> None:
         await self._tasks.close()
-        if self._unserve is not None:
-            self._unserve()
-            self._unserve = None
+        for undo in (self._unserve, self._unsubscribe):
+            if undo is not None:
+                undo()
+        self._unserve = self._unsubscribe = None

@@ -77,7 +77,7 @@ async def central(database_url: str, rabbitmq_url: str) -> AsyncIterator[Central
 async def datacenters(central: Central, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
     async with http.get(
         f"{central.url}/api/admin/datacenters",
-        headers={**ACCEPT, "Authorization": aiohttp.BasicAuth("admin", "admin-pw").encode()},
+        headers={**ACCEPT, "Authorization": aiohttp.encode_basic_auth("admin", "admin-pw")},
     ) as response:
         assert response.status == 200
         body = await response.json(content_type=None)

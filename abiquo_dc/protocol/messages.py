@@ -8,18 +8,17 @@ its own `message_id`, which consumers use to recognise a redelivery, and the
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, TypeVar
 
 import msgspec
 
-from abiquo_runtime.correlation import ensure_correlation_id
+from abiquo_runtime.correlation import ensure_correlation_id, new_id
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return new_id()
 
 
 class Message(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):

@@ -86,7 +86,11 @@ async def test_central_hears_heartbeats_and_state_changes(
 
     def all_running(messages: list) -> bool:  # type: ignore[type-arg]
         beats = [m for m in messages if isinstance(m, Heartbeat)]
-        return bool(beats) and set(beats[-1].services.values()) == {ServiceState.RUNNING}
+        return (
+            bool(beats)
+            and set(beats[-1].services.values()) == {ServiceState.RUNNING}
+            and beats[-1].http_url == dc.server.url
+        )
 
     await received.wait_for(all_running)
     beats = received.of(Heartbeat)
