@@ -27,7 +27,7 @@ from abiquo_central.notifications import message_handler
 from abiquo_central.settings import CentralSettings
 from abiquo_runtime.httpserver import HttpServer
 from abiquo_runtime.messaging.transport import Transport
-from abiquo_runtime.shutdown import Stage
+from abiquo_runtime.shutdown import Stage, three_stages
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 LINK = web.AppKey("link", CentralLink)
@@ -93,15 +93,17 @@ class Central:
         return [f"link deliveries in handlers={flying}"] if flying else []
 
     def shutdown_stages(self) -> Sequence[Stage]:
-        timeouts = self.settings.shutdown
-        stop = Stage(
-            "stop accepting", timeouts.stop_accepting_timeout, still_running=self.still_running
+        drain_timeout = self.settings.shutdown.drain_timeout
+        return three_stages(
+            self.settings.shutdown,
+            stop_accepting=[
+                ("http listener", self.server.stop_accepting),
+                ("link consumers", self.link.stop_accepting),
+            ],
+            drain=[
+                ("http requests", self.server.drain),
+                ("link deliveries", lambda: self.link.drain(drain_timeout)),
+            ],
+            close=[("resources", self.server.close)],
+            still_running=self.still_running,
         )
-        stop.add("http listener", self.server.stop_accepting)
-        stop.add("link consumers", self.link.stop_accepting)
-        drain = Stage("drain", timeouts.drain_timeout, still_running=self.still_running)
-        drain.add("http requests", self.server.drain)
-        drain.add("link deliveries", lambda: self.link.drain(timeouts.drain_timeout))
-        close = Stage("close", timeouts.close_timeout, still_running=self.still_running)
-        close.add("resources", self.server.close)
-        return [stop, drain, close]

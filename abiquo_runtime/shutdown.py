@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from abiquo_runtime.settings import ShutdownSettings
+
 Step = tuple[str, Callable[[], Awaitable[object]]]
 
 
@@ -70,3 +72,19 @@ async def run_stages(stages: Sequence[Stage]) -> bool:
         else:
             log.info("shutdown stage done", stage=stage.name, seconds=elapsed)
     return clean
+
+
+def three_stages(
+    timeouts: ShutdownSettings,
+    *,
+    stop_accepting: list[Step],
+    drain: list[Step],
+    close: list[Step],
+    still_running: Callable[[], list[str]] | None = None,
+) -> list[Stage]:
+    """The shutdown every program runs: stop accepting, drain, close."""
+    return [
+        Stage("stop accepting", timeouts.stop_accepting_timeout, stop_accepting, still_running),
+        Stage("drain", timeouts.drain_timeout, drain, still_running),
+        Stage("close", timeouts.close_timeout, close, still_running),
+    ]

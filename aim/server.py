@@ -16,7 +16,7 @@ from thriftpy2.contrib.aio.server import TAsyncServer
 from thriftpy2.contrib.aio.socket import TAsyncServerSocket
 from thriftpy2.contrib.aio.transport.framed import TAsyncFramedTransportFactory
 
-from abiquo_runtime.shutdown import Stage
+from abiquo_runtime.shutdown import Stage, three_stages
 from aim import contract
 from aim.handler import AimHandler
 from aim.settings import AimSettings
@@ -68,11 +68,9 @@ class AimServer:
         self._listener = None
 
     def shutdown_stages(self) -> Sequence[Stage]:
-        timeouts = self.settings.shutdown
-        stop = Stage("stop accepting", timeouts.stop_accepting_timeout)
-        stop.add("thrift listener", self.stop_accepting)
-        drain = Stage("drain", timeouts.drain_timeout)
-        drain.add("thrift calls", self.drain)
-        close = Stage("close", timeouts.close_timeout)
-        close.add("handler", self.close)
-        return [stop, drain, close]
+        return three_stages(
+            self.settings.shutdown,
+            stop_accepting=[("thrift listener", self.stop_accepting)],
+            drain=[("thrift calls", self.drain)],
+            close=[("handler", self.close)],
+        )

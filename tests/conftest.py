@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -113,3 +114,25 @@ def redis_prefix() -> str:
     if not services.port_open(services.REDIS_HOST, services.REDIS_PORT):
         services.unavailable("Redis", f"nothing listens on port {services.REDIS_PORT}")
     return f"abiquo-test-{services.RUN_ID}:"
+
+
+@pytest.fixture
+def fresh_database_url(mariadb_url: str) -> Iterator[str]:
+    """A MariaDB database of this test's own (empty, not migrated), dropped after it."""
+    import pymysql
+
+    name = f"abiquo_t_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(
+        host=services.MARIADB_HOST,
+        port=services.MARIADB_PORT,
+        user=services.MARIADB_USER,
+        password=services.MARIADB_PASSWORD,
+    )
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield mariadb_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()

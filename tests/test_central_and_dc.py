@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pymysql
 import pytest
 
 from abiquo_central.app import Central
@@ -25,7 +24,6 @@ from abiquo_dc.settings import DatacenterSettings, DCSettings
 from abiquo_runtime.messaging.amqp import AmqpTransport
 from abiquo_runtime.settings import HttpSettings, RabbitSettings
 from abiquo_runtime.shutdown import run_stages
-from tests import services
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.rabbitmq]
 
@@ -33,25 +31,9 @@ ACCEPT = {"Accept": "application/vnd.abiquo.datacenters+json"}
 
 
 @pytest.fixture
-def database_url(mariadb_url: str) -> Iterator[str]:
-    """A database of this test's own, migrated."""
-    name = f"abiquo_e2e_{uuid.uuid4().hex[:8]}"
-    conn = pymysql.connect(
-        host=services.MARIADB_HOST,
-        port=services.MARIADB_PORT,
-        user=services.MARIADB_USER,
-        password=services.MARIADB_PASSWORD,
-    )
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    url = mariadb_url.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE `{name}`")
-        conn.close()
+def database_url(fresh_database_url: str) -> str:
+    upgrade(fresh_database_url)
+    return fresh_database_url
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ from abiquo_runtime.errors import (
     PermanentError,
     TemporaryError,
 )
+from abiquo_runtime.messaging.consumer import BusyCount, run_handler
 from abiquo_runtime.messaging.transport import (
     DEAD_LETTER_SUFFIX,
     HEADER_DEAD_REASON,
@@ -390,9 +391,8 @@ class AmqpConsumer:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._tag: str | None = None
-        self._pending = 0
+        self._busy = BusyCount()
         self._unsettled = 0
-        self._idle_waiters: list[asyncio.Future[None]] = []
         self._stopping = False
         self._released = False
         self._log = log.bind(queue=queue, connection=transport.connection_name)
@@ -429,7 +429,7 @@ class AmqpConsumer:
             await _quietly(message.nack(requeue=True), "requeue", self._log)
             return
         delivery = AmqpDelivery(message, self._queue_name, self)
-        self._pending += 1
+        self._busy.enter()
         self._tasks.spawn(self._deliver(delivery), name=f"delivery-{message.delivery_tag}")
 
     async def _deliver(self, delivery: AmqpDelivery) -> None:
@@ -440,64 +440,32 @@ class AmqpConsumer:
                     return
                 await self._run(delivery)
         finally:
-            self._pending -= 1
-            if self._pending == 0:
-                self._wake_idle()
-                if self._stopping:
-                    await self._release()
+            self._busy.leave()
+            if self._busy.count == 0 and self._stopping:
+                await self._release()
 
     async def _run(self, delivery: AmqpDelivery) -> None:
         self._unsettled += 1
         delivery._handed = True
-        failed = False
         try:
-            await self._handler(delivery)
+            await run_handler(
+                self._handler, delivery, log=self._log, requeue_delay=self._requeue_delay
+            )
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._stopping or (task is not None and task.cancelling()):
                 # Shutting down: closing the channel gives the delivery back.
                 raise
-            failed = True
             self._log.error("handler was cancelled", message_id=delivery.message_id)
-        except Exception:
-            failed = True
-            if delivery.settled:
-                self._log.exception("handler failed after settling", message_id=delivery.message_id)
-            else:
-                self._log.exception("handler failed; requeueing", message_id=delivery.message_id)
-        if not delivery.settled:
-            if not failed:
-                self._log.error(
-                    "handler returned without settling; requeueing", message_id=delivery.message_id
-                )
-            # A short pause, so that a message that always fails does not spin.
             await asyncio.sleep(self._requeue_delay)
-            if not delivery.settled:
-                await delivery.requeue()
+        if not delivery.settled:
+            await delivery.requeue()
 
     def _settled(self) -> None:
         self._unsettled -= 1
 
-    def _wake_idle(self) -> None:
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
     async def wait_idle(self, timeout: float) -> bool:
-        if self._pending == 0:
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        self._idle_waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            return self._pending == 0
-        finally:
-            if waiter in self._idle_waiters:
-                self._idle_waiters.remove(waiter)
-        return True
+        return await self._busy.wait_idle(timeout)
 
     async def cancel(self) -> None:
         if self._stopping:
@@ -510,7 +478,7 @@ class AmqpConsumer:
                 "cancel consumer",
                 self._log,
             )
-        if self._pending == 0:
+        if self._busy.count == 0:
             await self._release()
         # Otherwise the last delivery task releases the channel when it ends.
 

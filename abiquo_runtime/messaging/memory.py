@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 
 from abiquo_runtime.errors import Conflict, NotFound
+from abiquo_runtime.messaging.consumer import BusyCount, run_handler
 from abiquo_runtime.messaging.transport import (
     DEAD_LETTER_SUFFIX,
     HEADER_DEAD_REASON,
@@ -389,9 +390,8 @@ class MemoryConsumer:
         self._requeue_delay = requeue_delay
         self._tasks = Supervisor(f"memory-consumer:{queue.name}")
         self._unsettled = 0
-        self._busy = 0
+        self._busy = BusyCount()
         self._workers = 0
-        self._idle_waiters: list[asyncio.Future[None]] = []
         self._stopping = False
         self._log = log.bind(queue=queue.name)
 
@@ -406,7 +406,7 @@ class MemoryConsumer:
 
     def _assign(self, queue: _MemoryQueue, message: _Message) -> MemoryDelivery:
         self._unsettled += 1
-        self._busy += 1
+        self._busy.enter()
         return MemoryDelivery(queue, message, self)
 
     def _settled(self) -> None:
@@ -451,27 +451,9 @@ class MemoryConsumer:
 
     async def _run(self, delivery: MemoryDelivery) -> None:
         try:
-            failed = False
-            try:
-                await self._handler(delivery)
-            except Exception:
-                failed = True
-                if delivery.settled:
-                    self._log.exception(
-                        "handler failed after settling", message_id=delivery.message_id
-                    )
-                else:
-                    self._log.exception(
-                        "handler failed; requeueing", message_id=delivery.message_id
-                    )
-            if not delivery.settled:
-                if not failed:
-                    self._log.error(
-                        "handler returned without settling; requeueing",
-                        message_id=delivery.message_id,
-                    )
-                # A short pause, so that a message that always fails does not spin.
-                await asyncio.sleep(self._requeue_delay)
+            await run_handler(
+                self._handler, delivery, log=self._log, requeue_delay=self._requeue_delay
+            )
         finally:
             # Also when the handler was cancelled: the delivery goes back, redelivered.
             if not delivery.settled:
@@ -479,27 +461,10 @@ class MemoryConsumer:
             self._done_with_one()
 
     def _done_with_one(self) -> None:
-        self._busy -= 1
-        if self._busy == 0 and self._idle_waiters:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        self._busy.leave()
 
     async def wait_idle(self, timeout: float) -> bool:
-        if self._busy == 0:
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        self._idle_waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            return self._busy == 0
-        finally:
-            if waiter in self._idle_waiters:
-                self._idle_waiters.remove(waiter)
-        return True
+        return await self._busy.wait_idle(timeout)
 
     async def cancel(self) -> None:
         if self._stopping:

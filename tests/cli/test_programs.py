@@ -10,8 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,31 +53,10 @@ class Program:
         return self.process.returncode, err
 
 
-@pytest.fixture
-def central_db(mariadb_url: str) -> Iterator[str]:
-    import pymysql
-
-    from tests import services
-
-    name = f"abiquo_prog_{uuid.uuid4().hex[:8]}"
-    conn = pymysql.connect(
-        host=services.MARIADB_HOST,
-        port=services.MARIADB_PORT,
-        user=services.MARIADB_USER,
-        password=services.MARIADB_PASSWORD,
-    )
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    try:
-        yield mariadb_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE `{name}`")
-        conn.close()
-
-
-def test_central_and_dc_run_as_services(central_db: str, rabbitmq_url: str, tmp_path: Path) -> None:
-    env = {"ABIQUO_DATABASE__URL": central_db, "ABIQUO_RABBITMQ__URL": rabbitmq_url}
+def test_central_and_dc_run_as_services(
+    fresh_database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    env = {"ABIQUO_DATABASE__URL": fresh_database_url, "ABIQUO_RABBITMQ__URL": rabbitmq_url}
     upgrade = subprocess.run(
         [sys.executable, "-m", "abiquo_cli", "db", "upgrade"],
         env={**os.environ, **env},
