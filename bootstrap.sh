@@ -23,7 +23,7 @@ say() { printf '[bootstrap] %s\n' "$*" >&2; }
 packages=(python3 python3-venv python3-dev gcc ca-certificates)
 if [ "$mode" = test ]; then
   # The real services the tests use, and the tools they drive.
-  packages+=(mariadb-server redis-server rabbitmq-server)
+  packages+=(mariadb-server redis-server rabbitmq-server systemd)
 fi
 missing=()
 for p in "${packages[@]}"; do
