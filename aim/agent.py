@@ -1,4 +1,4 @@
-"""The implementation of the Aim thrift service."""
+"""getAgentInfo: who answers here."""
 
 from __future__ import annotations
 
@@ -10,10 +10,18 @@ from aim import __version__
 from aim.settings import AimSettings
 
 
-class AimHandler:
+class AgentGroup:
+    METHODS = ("getAgentInfo",)
+
     def __init__(self, *, contract: ModuleType, settings: AimSettings) -> None:
         self._contract = contract
         self._settings = settings
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def getAgentInfo(self) -> Any:
         return self._contract.AgentInfo(
