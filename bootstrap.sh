@@ -20,10 +20,14 @@ esac
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 # -- Debian packages ----------------------------------------------------------------------
-packages=(python3 python3-venv python3-dev gcc ca-certificates)
+# libvirt's headers and pkg-config build libvirt-python; its library serves the test
+# driver that the all-in-one's demo host runs on.
+packages=(python3 python3-venv python3-dev gcc ca-certificates pkg-config libvirt-dev)
 if [ "$mode" = test ]; then
   # The real services the tests use, and the tools they drive.
-  packages+=(mariadb-server redis-server rabbitmq-server systemd)
+  packages+=(mariadb-server redis-server rabbitmq-server systemd openssl iproute2)
+  packages+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
+  packages+=(qemu-system-x86 busybox-static open-iscsi)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -29,7 +29,9 @@ from abiquo_runtime.messaging.memory import MemoryBroker
 from abiquo_runtime.settings import HttpSettings, LogSettings, ShutdownSettings
 from abiquo_runtime.shutdown import Stage
 from aim.server import AimServer
-from aim.settings import AimSettings, ListenSettings
+from aim.settings import AimSettings, LibvirtSettings, ListenSettings, RepositorySettings
+
+DEMO_HOST = Path(__file__).with_name("demo-host.xml")
 
 
 class AllInOneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -59,9 +61,16 @@ class AllInOne:
         self.database_url = f"sqlite+aiosqlite:///{state / 'central.db'}"
         self.broker = MemoryBroker()
         self.dc_uuid = datacenter_uuid("", state / "dc")
+        # The demo KVM host: libvirt's test driver, described by demo-host.xml, behind a
+        # real AIM with its repository and datastore in the state directory.
+        self.repository = state / "repository"
+        self.datastore = state / "datastore"
         self.aim = AimServer(
             AimSettings(
                 listen=ListenSettings(host=settings.http.host, port=settings.aim_port),
+                libvirt=LibvirtSettings(uri=f"test://{DEMO_HOST}"),
+                repository=RepositorySettings(path=str(self.repository)),
+                datastores=[str(self.datastore)],
                 shutdown=settings.shutdown,
                 log=settings.log,
             )
@@ -100,7 +109,11 @@ class AllInOne:
         return f"{self.central.url}/api"
 
     async def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (self.state_dir, self.repository, self.datastore):
+            directory.mkdir(parents=True, exist_ok=True)
+        mark = self.repository / self.aim.settings.repository.mark_file
+        if not mark.exists():
+            mark.touch()
         # Migrations are synchronous (alembic): off the loop.
         await asyncio.to_thread(upgrade, self.database_url)
         engine = self.central.engine
@@ -142,6 +155,10 @@ def announce(aio: AllInOne, out: TextIO | None = None) -> None:
             f"Cloud administrator: admin / {aio.generated_password} "
             "(shown this once; set ABIQUO_ADMIN_PASSWORD to choose it)"
         )
+    lines.append(
+        f"Demo KVM host: its AIM is at {aio.settings.http.host}:{aio.aim.port} "
+        "(libvirt's test driver)"
+    )
     # Last, so that whoever waits for this line has everything before it.
     lines.append(f"Abiquo all-in-one: the API is at {aio.api_url}")
     print("\n".join(lines), file=stream, flush=True)

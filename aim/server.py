@@ -20,8 +20,17 @@ from thriftpy2.contrib.aio.transport.framed import TAsyncFramedTransportFactory
 
 from abiquo_runtime.shutdown import Stage, three_stages
 from aim import contract as contract_module
+from aim.agent import AgentGroup
+from aim.domains import DomainGroup
+from aim.events import EventGroup
 from aim.groups import Handler
+from aim.iscsi import IscsiGroup
+from aim.libvirt_host import LibvirtHost
+from aim.metrics import MetricsGroup
+from aim.pools import PoolGroup
+from aim.rimp import RimpGroup
 from aim.settings import AimSettings, ListenSettings
+from aim.vlan import VlanGroup
 
 
 def server_ssl_context(listen: ListenSettings) -> ssl.SSLContext | None:
@@ -103,15 +112,30 @@ class AimServer(ThriftServer):
     """The whole agent, as abiquo-aim runs it."""
 
     def __init__(self, settings: AimSettings) -> None:
-        from aim.agent import AgentGroup
-
         contract = contract_module.load()
         self.settings = settings
+        libvirt = settings.libvirt
+        # The libvirt host starts before the groups that use it and closes after them.
+        host = LibvirtHost(libvirt.uri, threads=libvirt.threads, call_timeout=libvirt.call_timeout)
         super().__init__(
             contract=contract,
-            groups=[AgentGroup(contract=contract, settings=settings)],
+            groups=[
+                AgentGroup(contract=contract, settings=settings),
+                RimpGroup(contract=contract, settings=settings),
+                IscsiGroup(contract=contract, settings=settings),
+                VlanGroup(contract=contract, settings=settings),
+                host,
+                DomainGroup(contract=contract, host=host),
+                PoolGroup(contract=contract, host=host),
+                MetricsGroup(
+                    contract=contract,
+                    host=host,
+                    interval=settings.metrics.interval,
+                    keep=settings.metrics.keep,
+                ),
+                EventGroup(contract=contract, host=host, history=settings.events.history),
+            ],
             listen=settings.listen,
-            partial=True,
         )
 
     def shutdown_stages(self) -> Sequence[Stage]:

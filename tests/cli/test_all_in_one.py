@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from thriftpy2.rpc import make_client
+from thriftpy2.transport import TFramedTransportFactory
+
+from aim.contract import load
 
 
 def free_port() -> int:
@@ -116,6 +120,21 @@ def test_all_in_one_serves_and_stops_cleanly(state_dir: Path) -> None:
             time.sleep(0.2)
         assert dc["name"] == "all-in-one"
         assert len(statuses) == 6
+
+        # The demo KVM host: a real AIM over libvirt's test driver.
+        [aim_line] = [line for line in aio.banner if line.startswith("Demo KVM host")]
+        aim_port = int(aim_line.split(" is at ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
+        contract = load()
+        client = make_client(
+            contract.Aim, "127.0.0.1", aim_port, trans_factory=TFramedTransportFactory()
+        )
+        try:
+            node = client.getNodeInfo()
+            names = [d.name for d in client.getDomains()]
+        finally:
+            client.close()
+        assert (node.cpus, node.memoryBytes) == (8, 16 * 1024**3)
+        assert names == ["demo-existing"]
     finally:
         code, took, lines = aio.stop()
     assert code == 0

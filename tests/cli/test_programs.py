@@ -118,7 +118,11 @@ def test_aim_runs_and_answers_over_thrift(tmp_path: Path) -> None:
     aim = Program(
         "aim",
         "aim",
-        {"ABIQUO_LISTEN__HOST": "127.0.0.1", "ABIQUO_LISTEN__PORT": str(port)},
+        {
+            "ABIQUO_LISTEN__HOST": "127.0.0.1",
+            "ABIQUO_LISTEN__PORT": str(port),
+            "ABIQUO_LIBVIRT__URI": "test:///default",
+        },
         tmp_path,
     )
     try:
@@ -129,10 +133,13 @@ def test_aim_runs_and_answers_over_thrift(tmp_path: Path) -> None:
         )
         try:
             info = client.getAgentInfo()
+            domains = client.getDomains()
         finally:
             client.close()
         assert info.contractVersion == contract.CONTRACT_VERSION
-        assert info.libvirtUri == "qemu:///system"
+        assert info.libvirtUri == "test:///default"
+        # libvirt's test driver starts with one running domain named "test".
+        assert [d.name for d in domains] == ["test"]
     finally:
         code, err = aim.stop()
     assert code == 0, err[-3000:]

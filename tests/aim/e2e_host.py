@@ -1,0 +1,385 @@
+"""A real libvirtd running QEMU guests in software emulation (TCG), for end-to-end tests.
+
+Two session fixtures (import them into a test module):
+
+- `test_guest`: a tiny bootable guest made from Debian packages only: the kernel of
+  `linux-image-cloud-amd64` (the host's /boot/vmlinuz-* when one is readable, else the
+  package fetched with `apt-get download` and the file taken out with `dpkg-deb`, so no
+  kernel is installed on the host) and an initramfs of busybox-static whose /init mounts
+  proc and sys, prints GUEST_READY on the console and sleeps forever. The initramfs is
+  written by Python's stdlib (cpio "newc" + gzip), so no cpio package is needed. Both are
+  cached in /var/tmp/abiquo-test-guest/<kernel version>/ (ABIQUO_TEST_GUEST_DIR moves it):
+  the first run downloads 27 MB, later runs reuse the files.
+
+- `private_libvirtd`: a libvirtd of the test's own, not the system's, yielding its URI
+  `qemu:///system?socket=<dir>/sock/libvirt-sock`. What works on Debian 12 (libvirt 9.0):
+  a privileged (root) libvirtd always reads /etc/libvirt/qemu.conf and keeps its state in
+  /run/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt; there is no
+  option to move them. So it runs in a mount namespace of its own (`unshare --mount`)
+  where those five directories are bind mounts of a scratch directory: its config
+  (qemu.conf: QEMU as root, no DAC/SELinux/AppArmor relabelling, no cgroups, no per-VM
+  mount namespace, console logs to files rather than through virtlogd), its domains,
+  pid files and QEMU monitor sockets are all private and vanish with it, and the system
+  libvirtd (running or not, installed or not) is never touched. Its listening socket is
+  outside the bind mounts (libvirtd.conf's unix_sock_dir), so the tests reach it. It is
+  the monolithic `libvirtd`: Debian 12's packages do not ship the modular virtqemud.
+  A privileged libvirtd also resolves Debian's default QEMU account (libvirt-qemu, made
+  by libvirt-daemon-system) before reading qemu.conf: the namespace sees copies of
+  /etc/passwd and /etc/group with it added. It is stopped with SIGTERM at the end, and
+  any QEMU it left running is killed by the pid files it wrote.
+
+Needs root, `unshare` (util-linux), libvirt-daemon + libvirt-daemon-driver-qemu,
+qemu-system-x86, busybox-static, and apt-get + dpkg-deb when no readable kernel is in /boot.
+Missing any, the tests skip (fail with CI=true) saying what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests import services
+
+GUEST_DIR = Path(os.environ.get("ABIQUO_TEST_GUEST_DIR", "/var/tmp/abiquo-test-guest"))
+KERNEL_PACKAGE = "linux-image-cloud-amd64"
+BUSYBOX = Path("/bin/busybox")
+READY = "GUEST_READY"
+# Printed by /init once it runs: a test reading the serial console sees the guest booted.
+INIT = f"""#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+echo {READY}
+while :; do /bin/busybox sleep 3600; done
+"""
+# libvirtd's state directories that are replaced, in its mount namespace, by private ones.
+LIBVIRT_DIRS = {
+    "etc": "/etc/libvirt",
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "cache": "/var/cache/libvirt",
+    "log": "/var/log/libvirt",
+}
+
+
+def unavailable(why: str) -> NoReturn:
+    """Skip (fail with CI=true, like the other services) a test this host cannot run."""
+    message = f"the QEMU end-to-end host is not available: {why}"
+    if services.CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+# -- the guest ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Guest:
+    kernel: Path
+    initrd: Path
+    kernel_version: str
+
+
+def _host_kernel() -> tuple[Path, str] | None:
+    for kernel in sorted(Path("/boot").glob("vmlinuz-*"), reverse=True):
+        if os.access(kernel, os.R_OK):
+            return kernel, kernel.name.removeprefix("vmlinuz-")
+    return None
+
+
+def _download_kernel(into: Path) -> tuple[Path, str]:
+    """Take the kernel out of Debian's package without installing it."""
+    for tool in ("apt-get", "apt-cache", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            unavailable(f"no readable kernel in /boot and no {tool} to fetch one")
+    depends = subprocess.run(
+        ["apt-cache", "depends", KERNEL_PACKAGE], capture_output=True, text=True, check=False
+    ).stdout
+    # The metapackage depends on the versioned package that holds the file.
+    versioned = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in depends.splitlines()
+            if line.strip().startswith("Depends: linux-image-")
+        ),
+        None,
+    )
+    if versioned is None:
+        unavailable(f"apt knows no {KERNEL_PACKAGE} (apt-get update?)")
+    with tempfile.TemporaryDirectory(dir=into) as scratch:
+        done = subprocess.run(
+            ["apt-get", "download", "-q", versioned],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        debs = list(Path(scratch).glob("*.deb"))
+        if done.returncode != 0 or not debs:
+            unavailable(f"apt-get download {versioned}: {done.stderr.strip()}")
+        tar = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(debs[0])], capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            for member in archive.getmembers():
+                name = member.name.removeprefix("./")
+                if name.startswith("boot/vmlinuz-") and member.isfile():
+                    version = name.removeprefix("boot/vmlinuz-")
+                    source = archive.extractfile(member)
+                    assert source is not None
+                    target = into / version / "vmlinuz"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _write_atomically(target, source.read())
+                    return target, version
+    unavailable(f"no /boot/vmlinuz-* in {versioned}")
+
+
+def _cached_kernel(root: Path) -> tuple[Path, str] | None:
+    for kernel in sorted(root.glob("*/vmlinuz"), reverse=True):
+        return kernel, kernel.parent.name
+    return None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    # Concurrent test runs may build the same cache: each writes its own file and renames.
+    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    part.write_bytes(data)
+    part.chmod(0o644)
+    part.replace(path)
+
+
+def _cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
+    """A cpio archive in the "newc" format the kernel unpacks as its initramfs.
+
+    Each entry is (name, mode with file type, data, rdev as major << 8 | minor). A header
+    is "070701" and 13 eight-digit hex fields; name and data are padded to 4 bytes.
+    """
+    out = bytearray()
+
+    def add(ino: int, name: str, mode: int, data: bytes, rdev: int) -> None:
+        encoded = name.encode() + b"\0"
+        fields = (
+            ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(encoded), 0
+        )  # fmt: skip
+        out.extend(b"070701" + b"".join(b"%08x" % f for f in fields) + encoded)
+        out.extend(b"\0" * (-len(out) % 4))
+        out.extend(data)
+        out.extend(b"\0" * (-len(out) % 4))
+
+    for ino, (name, mode, data, rdev) in enumerate(entries, start=1):
+        add(ino, name, mode, data, rdev)
+    add(0, "TRAILER!!!", 0, b"", 0)
+    return bytes(out)
+
+
+def _initramfs() -> bytes:
+    if not BUSYBOX.is_file():
+        unavailable(f"no {BUSYBOX} (apt-get install busybox-static)")
+    busybox = BUSYBOX.read_bytes()
+    # The guest's busybox runs with no libraries at all: a dynamic one would not start.
+    if _is_dynamic(busybox):
+        unavailable(f"{BUSYBOX} is not static (apt-get install busybox-static)")
+    entries: list[tuple[str, int, bytes, int]] = [
+        (d, 0o040755, b"", 0) for d in ("bin", "dev", "proc", "sys", "tmp")
+    ]
+    entries += [
+        ("bin/busybox", 0o100755, busybox, 0),
+        ("bin/sh", 0o120777, b"busybox", 0),
+        # The kernel opens /dev/console for init's output before any devtmpfs exists.
+        ("dev/console", 0o020600, b"", (5 << 8) | 1),
+        ("init", 0o100755, INIT.encode(), 0),
+    ]
+    return gzip.compress(_cpio_newc(entries), mtime=0)
+
+
+def _is_dynamic(elf: bytes) -> bool:
+    # A dynamic ELF names its loader (PT_INTERP) near its start; a static one has none.
+    return b"/lib64/ld-linux" in elf[:1024]
+
+
+def build_guest(root: Path = GUEST_DIR) -> Guest:
+    root.mkdir(parents=True, exist_ok=True)
+    found = _host_kernel() or _cached_kernel(root) or _download_kernel(root)
+    kernel, version = found
+    initrd = root / version / "initramfs.cpio.gz"
+    content = _initramfs()
+    # Rebuilt when busybox or /init changed; otherwise the cached file is reused.
+    if not initrd.is_file() or initrd.read_bytes() != content:
+        initrd.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(initrd, content)
+    return Guest(kernel=kernel, initrd=initrd, kernel_version=version)
+
+
+@pytest.fixture(scope="session")
+def test_guest() -> Guest:
+    if os.geteuid() != 0:
+        unavailable("needs root")
+    return build_guest()
+
+
+# -- the private libvirtd ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Libvirtd:
+    uri: str
+    # The scratch directory: console logs of the guests may be written here.
+    dir: Path
+    pid: int
+
+
+QEMU_CONF = """\
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+"""
+
+
+def _libvirtd_conf(sock_dir: Path, log: Path) -> str:
+    return f"""\
+unix_sock_dir = "{sock_dir}"
+unix_sock_group = "root"
+unix_sock_ro_perms = "0700"
+unix_sock_rw_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:file:{log}"
+"""
+
+
+def start_libvirtd(scratch: Path, *, timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+    libvirtd = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
+    if not os.access(libvirtd, os.X_OK):
+        unavailable("no libvirtd (apt-get install libvirt-daemon libvirt-daemon-driver-qemu)")
+    if shutil.which("unshare") is None:
+        unavailable("no unshare (apt-get install util-linux)")
+    if shutil.which("qemu-system-x86_64") is None:
+        unavailable("no qemu-system-x86_64 (apt-get install qemu-system-x86)")
+    for name in LIBVIRT_DIRS:
+        (scratch / name).mkdir()
+    sock_dir = scratch / "sock"
+    sock_dir.mkdir()
+    (scratch / "etc" / "qemu.conf").write_text(QEMU_CONF)
+    conf = scratch / "etc" / "libvirtd.conf"
+    conf.write_text(_libvirtd_conf(sock_dir, scratch / "libvirtd.log"))
+    # The mount points must exist on the host for the bind mounts (empty, harmless).
+    for target in LIBVIRT_DIRS.values():
+        Path(target).mkdir(parents=True, exist_ok=True)
+    binds = {str(scratch / name): target for name, target in LIBVIRT_DIRS.items()}
+    binds.update(_accounts(scratch))
+    mounts = " && ".join(f"mount --bind {source} {target}" for source, target in binds.items())
+    # `--propagation private` keeps these mounts from leaking back to the host; the shell
+    # then execs libvirtd, so the process started here is libvirtd itself.
+    script = f"{mounts} && exec {libvirtd} -f {conf} -p {scratch / 'libvirtd.pid'}"
+    with (scratch / "libvirtd.stderr").open("wb") as stderr:
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    sock = sock_dir / "libvirt-sock"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if sock.exists():
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(sock))
+                    return proc, f"qemu:///system?socket={sock}"
+                except OSError:
+                    pass
+        time.sleep(0.1)
+    stop_libvirtd(proc, scratch)
+    unavailable(f"libvirtd did not come up: {_tail(scratch)}")
+
+
+def _accounts(scratch: Path) -> dict[str, str]:
+    """/etc/passwd and /etc/group for libvirtd's namespace, with Debian's QEMU account.
+
+    A privileged libvirtd resolves its built-in default QEMU user and group (Debian's
+    `libvirt-qemu`, made by libvirt-daemon-system) before it reads qemu.conf, and will not
+    start without them, even though qemu.conf then says root. Rather than adding a user to
+    the host, the namespace sees copies of the two files with the account added.
+    """
+    binds: dict[str, str] = {}
+    texts = {name: (Path("/etc") / name).read_text() for name in ("passwd", "group")}
+    used = {
+        int(row.split(":")[2])
+        for text in texts.values()
+        for row in text.splitlines()
+        if row.count(":") >= 3 and row.split(":")[2].isdigit()
+    }
+    # One id free as both a uid and a gid (64055 is Debian's own for this account).
+    free = next(i for i in range(64055, 65534) if i not in used)
+    for name, line in (
+        ("passwd", f"libvirt-qemu:x:{free}:{free}:libvirt qemu:/var/lib/libvirt:/bin/false"),
+        ("group", f"libvirt-qemu:x:{free}:"),
+    ):
+        text = texts[name]
+        if not any(row.startswith("libvirt-qemu:") for row in text.splitlines()):
+            copy = scratch / name
+            copy.write_text(text.rstrip("\n") + "\n" + line + "\n")
+            binds[str(copy)] = f"/etc/{name}"
+    return binds
+
+
+def stop_libvirtd(proc: subprocess.Popen[bytes], scratch: Path) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # QEMU outlives libvirtd by design; a guest a test left running would keep going.
+    for pidfile in (scratch / "run" / "qemu").glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+
+
+def _tail(scratch: Path) -> str:
+    text = ""
+    for name in ("libvirtd.stderr", "libvirtd.log"):
+        path = scratch / name
+        if path.is_file():
+            text += path.read_text(errors="replace")[-2000:]
+    return text.strip() or "(no output)"
+
+
+@pytest.fixture(scope="session")
+def private_libvirtd() -> Iterator[Libvirtd]:
+    if os.geteuid() != 0:
+        unavailable("needs root")
+    # Short: a unix socket path is limited to 107 bytes.
+    scratch = Path(tempfile.mkdtemp(prefix="abiquo-lv-", dir="/var/tmp"))
+    try:
+        proc, uri = start_libvirtd(scratch)
+        try:
+            yield Libvirtd(uri=uri, dir=scratch, pid=proc.pid)
+        finally:
+            stop_libvirtd(proc, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
