@@ -7,7 +7,7 @@ libvirt's lifecycle event (type, detail) → the contract's EventType:
     STARTED   any                           → POWER_ON
     SUSPENDED any                           → PAUSED
     PMSUSPENDED any                         → PAUSED     (the guest slept itself)
-    RESUMED   any                           → RESUMED
+    RESUMED   any, after a PAUSED               → RESUMED (QEMU's unpause at start is not one)
     STOPPED   SAVED                         → SAVED
     STOPPED   any other                     → POWER_OFF
     CRASHED   any                           → POWER_OFF  (a STOPPED may follow if on_crash
@@ -72,6 +72,8 @@ class EventGroup:
         self._history: collections.deque[Any] = collections.deque(maxlen=history)
         self._sequence = itertools.count(1)
         self._last = 0
+        # The last event reported per domain, to judge the next one by.
+        self._last_type: dict[str, str] = {}
         # Set and replaced at each event. Not an asyncio.Condition: libvirt's callback is
         # synchronous and cannot take a Condition's lock to notify; on one thread an
         # Event swapped per change wakes every waiter just the same.
@@ -87,6 +89,10 @@ class EventGroup:
             self._on_lifecycle,
             None,
         )
+        # A domain already paused when the AIM starts is resumed later: that RESUMED
+        # must count (see _on_lifecycle).
+        for uuid in await self._host.call(_paused_domains, conn):
+            self._last_type.setdefault(uuid, "PAUSED")
 
     async def close(self) -> None:
         callback_id, self._callback_id = self._callback_id, None
@@ -109,11 +115,21 @@ class EventGroup:
             name = event_type(event, detail)
             if name is None:
                 return
+            uuid = dom.UUIDString()
+            # QEMU starts a guest paused and lets it go: libvirt says RESUMED just before
+            # STARTED. A resume means something only after a pause; others are dropped.
+            previous = self._last_type.get(uuid)
+            if name == "RESUMED" and previous != "PAUSED":
+                return
+            if name == "DESTROYED":
+                self._last_type.pop(uuid, None)
+            else:
+                self._last_type[uuid] = name
             sequence = next(self._sequence)
             self._history.append(
                 self._contract.DomainEvent(
                     sequence=sequence,
-                    domainUuid=dom.UUIDString(),
+                    domainUuid=uuid,
                     domainName=dom.name(),
                     type=getattr(self._contract.EventType, name),
                     timestamp=int(time.time() * 1000),
@@ -152,3 +168,9 @@ class EventGroup:
         resync = bool(self._history) and self._history[0].sequence > cursor + 1
         events = list(itertools.islice((e for e in self._history if e.sequence > cursor), max))
         return batch(events=events, cursor=events[-1].sequence if events else cursor, resync=resync)
+
+
+def _paused_domains(conn: libvirt.virConnect) -> list[str]:
+    """The UUIDs of the domains paused right now (blocking: run it in the host's pool)."""
+    flags = libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED
+    return [dom.UUIDString() for dom in conn.listAllDomains(flags)]

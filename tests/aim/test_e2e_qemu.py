@@ -102,3 +102,63 @@ def _destroy_quietly(domain: Any) -> None:
     for step in (domain.destroy, domain.undefine):
         with contextlib.suppress(libvirt.libvirtError):
             step()
+
+
+async def collect_events(
+    aim: Any, contract: Any, uuid: str, cursor: int, until: int, timeout: float = 30.0
+) -> tuple[list[int], int]:
+    """Long-poll the AIM from `cursor` until the event type `until` arrives for `uuid`."""
+    types: list[int] = []
+    deadline = time.monotonic() + timeout
+    while until not in types:
+        assert time.monotonic() < deadline, f"no {until} in {timeout:.0f} s; got {types}"
+        batch = await aim.waitEvents(cursor, 100, 5_000)
+        assert not batch.resync
+        types += [e.type for e in batch.events if e.domainUuid == uuid]
+        cursor = batch.cursor
+    return types, cursor
+
+
+async def test_the_aim_drives_a_real_guest(
+    contract: Any, test_guest: Guest, private_libvirtd: Libvirtd
+) -> None:
+    from aim.domains import DomainGroup
+    from aim.events import EventGroup
+    from aim.libvirt_host import LibvirtHost
+    from tests.aim.conftest import serving
+
+    host = LibvirtHost(private_libvirtd.uri, threads=4, call_timeout=60)
+    groups = [
+        host,
+        DomainGroup(contract=contract, host=host),
+        EventGroup(contract=contract, host=host, history=100),
+    ]
+    name = f"abiquo-aim-e2e-{secrets.token_hex(4)}"
+    console = private_libvirtd.dir / f"{name}.console"
+    events = contract.EventType
+    async with serving(contract, groups) as aim:
+        uuid = await aim.defineDomain(domain_xml(name, test_guest, console))
+        try:
+            await aim.powerOn(uuid)
+            assert await aim.getDomainState(uuid) == contract.DomainState.RUNNING
+            await wait_for_console(console, READY, BOOT_TIMEOUT)
+            seen, cursor = await collect_events(aim, contract, uuid, 0, events.POWER_ON)
+            assert seen == [events.CREATED, events.POWER_ON]
+
+            await aim.powerOff(uuid)
+            assert await aim.getDomainState(uuid) == contract.DomainState.SHUTOFF
+            seen, _ = await collect_events(aim, contract, uuid, cursor, events.POWER_OFF)
+            assert seen == [events.POWER_OFF]
+
+            # A monitor that lost its connection resumes from an older cursor: nothing lost.
+            replay = await aim.waitEvents(0, 100, 0)
+            assert not replay.resync
+            assert [e.type for e in replay.events if e.domainUuid == uuid] == [
+                events.CREATED,
+                events.POWER_ON,
+                events.POWER_OFF,
+            ]
+        finally:
+            await aim.powerOff(uuid)
+            await aim.undefineDomain(uuid)
+        assert not await aim.existDomain(uuid)

@@ -114,3 +114,25 @@ async def test_invalid_requests(
             await client.waitEvents(cursor, max_, timeout)
         assert bad.value.code == "EVENTS-INVALID"
         assert (await client.waitEvents(0, 1, 0)).events == []
+
+
+async def test_a_domain_paused_before_the_aim_started_reports_its_resume(
+    contract: ModuleType, node_uri: str
+) -> None:
+    names = contract.EventType._VALUES_TO_NAMES
+    host = LibvirtHost(node_uri, threads=2, call_timeout=10)
+    await host.start()
+    try:
+        dom = await host.call(host.conn.defineXML, domain_xml())
+        await host.call(dom.create)
+        await host.call(dom.suspend)
+        group = EventGroup(contract=contract, host=host, history=10)
+        await group.start()
+        try:
+            await host.call(dom.resume)
+            batch = await group.waitEvents(0, 10, 2_000)
+            assert [names[e.type] for e in batch.events] == ["RESUMED"]
+        finally:
+            await group.close()
+    finally:
+        await host.close()
