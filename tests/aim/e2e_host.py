@@ -122,13 +122,14 @@ def _download_kernel(into: Path) -> tuple[Path, str]:
     if versioned is None:
         unavailable(f"apt knows no {KERNEL_PACKAGE} (apt-get update?)")
     with tempfile.TemporaryDirectory(dir=into) as scratch:
-        done = subprocess.run(
-            ["apt-get", "download", "-q", versioned],
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        download = ["apt-get", "download", "-q", versioned]
+        done = subprocess.run(download, cwd=scratch, capture_output=True, text=True, check=False)
+        if done.returncode != 0 and os.geteuid() == 0:
+            # Stale package lists name a version the mirror no longer has: refresh, retry.
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+            done = subprocess.run(
+                download, cwd=scratch, capture_output=True, text=True, check=False
+            )
         debs = list(Path(scratch).glob("*.deb"))
         if done.returncode != 0 or not debs:
             unavailable(f"apt-get download {versioned}: {done.stderr.strip()}")
