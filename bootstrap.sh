@@ -27,7 +27,7 @@ if [ "$mode" = test ]; then
   # The real services the tests use, and the tools they drive.
   packages+=(mariadb-server redis-server rabbitmq-server systemd openssl iproute2)
   packages+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
-  packages+=(qemu-system-x86 busybox-static open-iscsi)
+  packages+=(qemu-system-x86 busybox-static open-iscsi libxml2-utils)
 fi
 missing=()
 for p in "${packages[@]}"; do

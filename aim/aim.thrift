@@ -197,6 +197,8 @@ service Aim {
     i64 getDiskFileSize(1: string path) throws (1: RimpException e)
     list<Datastore> getDatastores() throws (1: RimpException e)
     list<NetInterface> getNetInterfaces() throws (1: RimpException e)
+    // Where a method takes virtualMachineUUID, it names a VM's disk file: the UUID for
+    // its first disk, <uuid>-<n> (n from 1 to 99) for the others.
     // Copies <repository>/<repositoryPath> to <datastorePath>/<virtualMachineUUID>.
     void copyFromRepositoryToDatastore(1: string repositoryPath, 2: string datastorePath,
                                        3: string virtualMachineUUID)

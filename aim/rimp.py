@@ -183,14 +183,18 @@ class RimpGroup:
             self._fail("RIMP-IO", str(exc))
 
     def _uuid(self, value: str) -> str:
-        # Canonical form only: the UUID becomes a file name, and uuid.UUID also accepts
+        """A VM's disk name: its UUID (the first disk) or <uuid>-<n>, n 1-99 (the others)."""
+        # Canonical form only: the name becomes a file name, and uuid.UUID also accepts
         # braces, "urn:uuid:" and other spellings of the same value.
+        base, dash, index = value.rpartition("-") if value.count("-") == 5 else (value, "", "")
+        if dash and not (index.isdigit() and 1 <= int(index) <= 99 and index[0] != "0"):
+            self._fail("RIMP-UUID", f"{value!r} is not a UUID or <uuid>-<disk number>")
         try:
-            canonical = str(uuid.UUID(value))
+            canonical = str(uuid.UUID(base))
         except ValueError:
             canonical = ""
-        if canonical != value.lower() or not value:
-            self._fail("RIMP-UUID", f"{value!r} is not a UUID")
+        if canonical != base.lower() or not base:
+            self._fail("RIMP-UUID", f"{value!r} is not a UUID or <uuid>-<disk number>")
         return value
 
     def _repository(self, path: str) -> Path:

@@ -221,13 +221,20 @@ async def test_escapes_are_refused_and_the_server_keeps_serving(
 async def test_invalid_uuid(contract: ModuleType, layout: Layout) -> None:
     ds = str(layout.datastore)
     async with serving(contract, [group(contract, layout)]) as client:
-        for bad in ["", "../x", "not-a-uuid", "{" + VM + "}", VM.replace("-", "")]:
+        bad_names = ["", "../x", "not-a-uuid", "{" + VM + "}", VM.replace("-", "")]
+        # A VM's other disks are <uuid>-<n>, n from 1 to 99, written plainly.
+        bad_names += [f"{VM}-0", f"{VM}-01", f"{VM}-100", f"{VM}-x", f"{VM}-", f"{VM}-1/.."]
+        for bad in bad_names:
             assert (
                 await code_of(
                     client.copyFromRepositoryToDatastore("1/templates/small.img", ds, bad)
                 )
                 == "RIMP-UUID"
-            )
+            ), bad
+        # The second disk of the same VM.
+        await client.copyFromRepositoryToDatastore("1/templates/small.img", ds, f"{VM}-1")
+        await client.deleteVirtualImageFromDatastore(ds, f"{VM}-1")
+    assert not (layout.datastore / f"{VM}-1").exists()
 
 
 async def test_no_space_leaves_nothing(contract: ModuleType, layout: Layout, tiny: Path) -> None:

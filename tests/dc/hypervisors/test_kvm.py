@@ -1,0 +1,463 @@
+"""The KVM driver against a real AIM: its thrift server over libvirt's test driver.
+
+Each test gets a host of its own: a libvirt test driver on a node file in tmp_path, a
+repository and a datastore in tmp_path, the AIM's groups served on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from abiquo_dc.hypervisors.aim_client import AimClient
+from abiquo_dc.hypervisors.base import (
+    DriverFailure,
+    HostUnreachable,
+    InvalidDefinition,
+    PowerState,
+    VmAlreadyExists,
+    VmEvent,
+    VmEventType,
+    VmNotFound,
+    WrongState,
+)
+from abiquo_dc.hypervisors.kvm import KvmDriver, XenDriver
+from abiquo_dc.protocol.definitions import (
+    DiskFormat,
+    HypervisorConnection,
+    HypervisorType,
+    Nic,
+    RepositoryDisk,
+    VirtualMachineDefinition,
+)
+from aim import contract as contract_module
+from aim.domains import DomainGroup
+from aim.events import EventGroup
+from aim.iscsi import IscsiGroup
+from aim.libvirt_host import LibvirtHost
+from aim.rimp import RimpGroup
+from aim.server import ThriftServer
+from aim.settings import AimSettings, IscsiSettings, ListenSettings, RepositorySettings
+from aim.vlan import VlanGroup
+
+NODE_XML = (
+    "<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads>"
+    "<active>2</active><mhz>2000</mhz><model>i686</model></cpu>"
+    "<memory>8388608</memory></node>"
+)
+IQN = "iqn.2024-01.com.example:host1"
+TEMPLATE = "1/templates/disk.qcow2"
+DATA = "1/templates/data.raw"
+
+
+@dataclass
+class AimHost:
+    """One fake KVM host: where its repository and datastore are, and its AIM's port."""
+
+    repository: Path
+    datastore: Path
+    port: int
+
+    def connection(self) -> HypervisorConnection:
+        return HypervisorConnection(type=HypervisorType.KVM, address="127.0.0.1", port=self.port)
+
+    def definition(self, *, n_disks: int = 1, **changes: Any) -> VirtualMachineDefinition:
+        vm = str(uuid.uuid4())
+        files = [TEMPLATE, DATA]
+        fields: dict[str, Any] = {
+            "uuid": vm,
+            "name": f"vm-{vm[:8]}",
+            "cpu": 1,
+            "ram_mb": 256,
+            "disks": [
+                RepositoryDisk(
+                    repository_path=files[i % 2],
+                    datastore=str(self.datastore),
+                    format=DiskFormat.QCOW2_SPARSE if i % 2 == 0 else DiskFormat.RAW,
+                    size_bytes=4096,
+                )
+                for i in range(n_disks)
+            ],
+            "nics": [Nic(mac=f"52:54:00:{vm[0:2]}:{vm[2:4]}:{vm[4:6]}", bridge="abiquo_br0")],
+        }
+        fields.update(changes)
+        return VirtualMachineDefinition(**fields)
+
+
+@contextlib.asynccontextmanager
+async def running_aim(tmp_path: Path, *, port: int = 0) -> AsyncIterator[AimHost]:
+    """The AIM's groups over a fresh libvirt test driver, served on `port` (0: a free
+    one). Started again on the same tmp_path, it finds the files where it left them."""
+    node = tmp_path / "node.xml"
+    node.write_text(NODE_XML)
+    repository, datastore = tmp_path / "repo", tmp_path / "ds"
+    (repository / "1" / "templates").mkdir(parents=True, exist_ok=True)
+    datastore.mkdir(exist_ok=True)
+    (repository / ".abiquo_repository").touch()
+    (repository / TEMPLATE).write_bytes(b"qcow" * 1024)
+    (repository / DATA).write_bytes(b"data" * 1024)
+    iqn_file = tmp_path / "initiatorname.iscsi"
+    iqn_file.write_text(f"InitiatorName={IQN}\n")
+    settings = AimSettings(
+        repository=RepositorySettings(path=str(repository)),
+        datastores=[str(datastore)],
+        iscsi=IscsiSettings(initiator_name_file=str(iqn_file)),
+    )
+    contract = contract_module.load()
+    host = LibvirtHost(f"test://{node}", threads=2, call_timeout=10.0)
+    server = ThriftServer(
+        contract=contract,
+        groups=[
+            RimpGroup(contract=contract, settings=settings),
+            IscsiGroup(contract=contract, settings=settings),
+            VlanGroup(contract=contract, settings=settings),
+            host,
+            DomainGroup(contract=contract, host=host),
+            EventGroup(contract=contract, host=host, history=1000),
+        ],
+        listen=ListenSettings(host="127.0.0.1", port=port),
+        partial=True,
+    )
+    await server.start()
+    try:
+        yield AimHost(repository=repository, datastore=datastore, port=server.port)
+    finally:
+        await server.stop_accepting()
+        await server.drain()
+        await server.close()
+
+
+@pytest.fixture
+async def aim_host(tmp_path: Path) -> AsyncIterator[AimHost]:
+    async with running_aim(tmp_path) as host:
+        yield host
+
+
+def make_driver(host: AimHost, **options: Any) -> KvmDriver:
+    # The test driver knows domains of type "test" only.
+    options.setdefault("domain_type", "test")
+    options.setdefault("event_wait", 0.5)
+    return KvmDriver(host.connection(), timeout=10.0, **options)
+
+
+@pytest.fixture
+async def driver(aim_host: AimHost) -> AsyncIterator[KvmDriver]:
+    drv = make_driver(aim_host)
+    await drv.connect()
+    try:
+        yield drv
+    finally:
+        await drv.close()
+
+
+async def test_host_info(driver: KvmDriver, aim_host: AimHost) -> None:
+    info = await driver.host_info()
+    assert info.hypervisor_type is HypervisorType.KVM
+    assert info.version.startswith("TEST ")
+    assert (info.cpu_cores, info.cpu_sockets, info.ram_bytes) == (2, 1, 8 * 1024**3)
+    assert [d.path for d in info.datastores] == [str(aim_host.datastore)]
+    assert info.datastores[0].total_bytes >= info.datastores[0].free_bytes > 0
+    assert info.nics and all(n.name for n in info.nics)
+    assert info.initiator_iqn == IQN
+
+
+async def test_configure_copies_and_defines(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition(n_disks=2)
+    await driver.configure(vm)
+    first, second = aim_host.datastore / vm.uuid, aim_host.datastore / f"{vm.uuid}-1"
+    assert first.read_bytes() == (aim_host.repository / TEMPLATE).read_bytes()
+    assert second.read_bytes() == (aim_host.repository / DATA).read_bytes()
+    got = await driver.get_vm(vm.uuid)
+    assert (got.name, got.power_state, got.cpu, got.ram_mb) == (vm.name, PowerState.OFF, 1, 256)
+    assert vm.uuid in {v.uuid for v in await driver.list_vms()}
+    with pytest.raises(VmAlreadyExists):
+        await driver.configure(vm)
+    await driver.deconfigure(vm)
+    assert not first.exists() and not second.exists()
+    assert sorted(p.name for p in aim_host.datastore.iterdir()) == []
+    with pytest.raises(VmNotFound):
+        await driver.get_vm(vm.uuid)
+    await driver.deconfigure(vm)  # gone already: fine
+
+
+async def test_power_operations(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition()
+    await driver.configure(vm)
+
+    async def state() -> PowerState:
+        return (await driver.get_vm(vm.uuid)).power_state
+
+    with pytest.raises(WrongState):
+        await driver.reset(vm.uuid)
+    with pytest.raises(WrongState):
+        await driver.pause(vm.uuid)
+    await driver.power_on(vm.uuid)
+    await driver.power_on(vm.uuid)
+    assert await state() is PowerState.ON
+    await driver.pause(vm.uuid)
+    assert await state() is PowerState.PAUSED
+    await driver.resume(vm.uuid)
+    await driver.reset(vm.uuid)
+    assert await state() is PowerState.ON
+    with pytest.raises(WrongState):
+        await driver.reconfigure(vm)
+    await driver.shutdown(vm.uuid)
+    assert await state() is PowerState.OFF
+    await driver.power_off(vm.uuid)
+    await driver.power_on(vm.uuid)
+    # deconfigure powers a running VM off first.
+    await driver.deconfigure(vm)
+    assert not (aim_host.datastore / vm.uuid).exists()
+
+
+async def test_unknown_vms(driver: KvmDriver) -> None:
+    for uid in ("00000000-0000-4000-8000-00000000dead", "not-a-uuid"):
+        with pytest.raises(VmNotFound):
+            await driver.get_vm(uid)
+    with pytest.raises(VmNotFound):
+        await driver.power_on("00000000-0000-4000-8000-00000000dead")
+
+
+async def test_reconfigure_adds_a_disk(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition()
+    await driver.configure(vm)
+    bigger = aim_host.definition(n_disks=2, uuid=vm.uuid, name=vm.name, cpu=2, ram_mb=512)
+    await driver.reconfigure(bigger)
+    got = await driver.get_vm(vm.uuid)
+    assert (got.cpu, got.ram_mb) == (2, 512)
+    assert (aim_host.datastore / f"{vm.uuid}-1").exists()
+    with pytest.raises(VmNotFound):
+        await driver.reconfigure(aim_host.definition())
+    await driver.deconfigure(bigger)
+    assert list(aim_host.datastore.iterdir()) == []
+
+
+async def test_persistent_disks_stay(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition()
+    kept = VirtualMachineDefinition(
+        **{
+            **{f: getattr(vm, f) for f in vm.__struct_fields__},
+            "disks": [
+                RepositoryDisk(
+                    repository_path=TEMPLATE,
+                    datastore=str(aim_host.datastore),
+                    format=DiskFormat.QCOW2_SPARSE,
+                    size_bytes=4096,
+                    persistent=True,
+                )
+            ],
+        }
+    )
+    await driver.configure(kept)
+    await driver.deconfigure(kept)
+    assert (aim_host.datastore / vm.uuid).exists()
+
+
+async def test_copy_disk_to_repository(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition(n_disks=2)
+    await driver.configure(vm)
+    await driver.copy_disk_to_repository(vm, 1, "1/instances/data-copy.raw")
+    await driver.copy_disk_to_repository(vm, 0, "1/instances/boot-copy.qcow2")
+    repo = aim_host.repository / "1" / "instances"
+    assert (repo / "data-copy.raw").read_bytes() == (aim_host.repository / DATA).read_bytes()
+    assert (repo / "boot-copy.qcow2").read_bytes() == (aim_host.repository / TEMPLATE).read_bytes()
+    # Both disks are back under their own names.
+    assert sorted(p.name for p in aim_host.datastore.iterdir()) == [vm.uuid, f"{vm.uuid}-1"]
+    await driver.power_on(vm.uuid)
+    with pytest.raises(WrongState):
+        await driver.copy_disk_to_repository(vm, 0, "1/instances/again.qcow2")
+    await driver.deconfigure(vm)
+
+
+async def test_invalid_definitions_copy_nothing(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition(
+        disks=[
+            RepositoryDisk(
+                repository_path=TEMPLATE,
+                datastore=str(aim_host.datastore),
+                format=DiskFormat.VHD_FLAT,
+                size_bytes=1,
+            )
+        ]
+    )
+    with pytest.raises(InvalidDefinition):
+        await driver.configure(vm)
+    assert list(aim_host.datastore.iterdir()) == []
+
+
+async def test_a_failed_define_removes_the_copies(driver: KvmDriver, aim_host: AimHost) -> None:
+    first = aim_host.definition()
+    await driver.configure(first)
+    # libvirt refuses a second domain of the same name: after the disks are copied.
+    clash = aim_host.definition(n_disks=2, name=first.name)
+    with pytest.raises(DriverFailure):
+        await driver.configure(clash)
+    assert [p.name for p in aim_host.datastore.iterdir()] == [first.uuid]
+    assert [v.uuid for v in await driver.list_vms()] == [first.uuid]
+    await driver.deconfigure(first)
+
+
+async def test_a_missing_template_fails_cleanly(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition(n_disks=2)
+    (aim_host.repository / TEMPLATE).unlink()  # the first disk, copied last
+    with pytest.raises(DriverFailure):
+        await driver.configure(vm)
+    assert list(aim_host.datastore.iterdir()) == []
+    assert await driver.list_vms() == []
+
+
+async def test_a_vlan_failure_leaves_nothing(aim_host: AimHost) -> None:
+    # No such parent interface: the AIM's createVLAN refuses (this machine cannot make
+    # VLANs anyway), and the driver reports it without leaving half a VM.
+    drv = make_driver(aim_host, vlan_interface="abqnone0")
+    await drv.connect()
+    try:
+        vm = aim_host.definition(nics=[Nic(mac="52:54:00:aa:bb:cc", vlan_tag=42)])
+        with pytest.raises(DriverFailure):
+            await drv.configure(vm)
+        assert list(aim_host.datastore.iterdir()) == []
+        assert await drv.list_vms() == []
+    finally:
+        await drv.close()
+
+
+async def test_events(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition()
+    stream = driver.events()
+    try:
+        await driver.configure(vm)
+        await driver.power_on(vm.uuid)
+        await driver.pause(vm.uuid)
+        await driver.resume(vm.uuid)
+        await driver.power_off(vm.uuid)
+        await driver.deconfigure(vm)
+        async with asyncio.timeout(5):
+            seen = [await anext(stream) for _ in range(6)]
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert [e.type for e in seen] == [
+        VmEventType.CREATED,
+        VmEventType.POWER_ON,
+        VmEventType.PAUSED,
+        VmEventType.RESUMED,
+        VmEventType.POWER_OFF,
+        VmEventType.DESTROYED,
+    ]
+    assert {(e.uuid, e.name) for e in seen} == {(vm.uuid, vm.name)}
+    assert all(e.timestamp > 0 for e in seen)
+
+
+async def test_events_survive_a_lost_connection(driver: KvmDriver, aim_host: AimHost) -> None:
+    vm = aim_host.definition()
+    await driver.configure(vm)
+    stream = driver.events()
+    try:
+        async with asyncio.timeout(5):
+            assert (await anext(stream)).type is VmEventType.CREATED
+        # Every pooled connection breaks under the stream's feet; it reconnects and
+        # goes on from its cursor.
+        assert driver._aim is not None
+        for client, _ in driver._aim._idle:
+            client.close()
+        await driver.power_on(vm.uuid)
+        async with asyncio.timeout(5):
+            assert (await anext(stream)).type is VmEventType.POWER_ON
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    await driver.deconfigure(vm)
+
+
+async def test_events_go_on_after_the_aim_restarts(tmp_path: Path) -> None:
+    pending: asyncio.Future[VmEvent] | None = None
+    async with running_aim(tmp_path) as aim_host:
+        drv = make_driver(aim_host, reconnect_delay=0.02, max_reconnect_delay=0.05)
+        stream = drv.events()
+        try:
+            await drv.connect()
+            vm = aim_host.definition()
+            await drv.configure(vm)
+            async with asyncio.timeout(5):
+                assert (await anext(stream)).type is VmEventType.CREATED
+        finally:
+            # The AIM's drain waits for its clients to go: its connections drop first,
+            # as they would when the AIM's process ends.
+            for client, _ in drv._aim._idle if drv._aim is not None else ():
+                client.close()
+    try:
+        # The AIM is gone: the stream keeps trying, with its cursor.
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        async with running_aim(tmp_path, port=aim_host.port) as again:
+            # A new AIM numbers its events from 1 again: the stream resynchronises (its
+            # cursor is beyond them) and reports what happens from then on.
+            await asyncio.sleep(0.3)
+            await drv.configure(again.definition())
+            async with asyncio.timeout(5):
+                event = await pending
+            assert event.type is VmEventType.CREATED
+            await drv.close()
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        await stream.aclose()  # type: ignore[attr-defined]
+        await drv.close()
+
+
+async def test_unreachable_host() -> None:
+    drv = KvmDriver(
+        HypervisorConnection(type=HypervisorType.KVM, address="127.0.0.1", port=1), timeout=2
+    )
+    with pytest.raises(HostUnreachable):
+        await drv.connect()
+    with pytest.raises(HostUnreachable):
+        await drv.list_vms()
+    await drv.close()
+
+
+async def test_a_silent_host_times_out() -> None:
+    """An AIM that accepts and never answers: the call is bounded, the host unreachable."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = AimClient("127.0.0.1", port, timeout=0.3)
+    try:
+        with pytest.raises(HostUnreachable):
+            await client.call("getNodeInfo")
+    finally:
+        await client.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_defaults() -> None:
+    assert AimClient("h", 0).port == 60084
+    conn = HypervisorConnection(type=HypervisorType.XEN_3, address="h")
+    xen = XenDriver(conn)
+    assert (xen.hypervisor_type, xen.domain_type, xen.flavour) == (
+        HypervisorType.XEN_3,
+        "xen",
+        "xen",
+    )
+    kvm = KvmDriver(conn)
+    assert (kvm.domain_type, kvm.vlan_interface, kvm.bridge_prefix) == ("kvm", "eth0", "abiquo_")
+    caps = kvm.capabilities
+    assert caps.pause and caps.reset and caps.shutdown and caps.event_stream
+    assert not caps.live_reconfigure
+    assert DiskFormat.VMDK_SPARSE in caps.disk_formats
+    assert DiskFormat.VHD_FLAT not in caps.disk_formats
