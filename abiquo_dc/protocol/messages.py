@@ -14,6 +14,7 @@ from typing import ClassVar, TypeVar
 
 import msgspec
 
+from abiquo_dc.protocol.definitions import Credentials, HypervisorType
 from abiquo_runtime.correlation import ensure_correlation_id, new_id
 
 
@@ -102,7 +103,86 @@ class RequestFailed(Message, tag="request_failed", frozen=True, kw_only=True):
     temporary: bool = False
 
 
+# -- discovery (the nodecollector) ----------------------------------------------------
+
+
+class DiscoveredNic(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    mac: str
+    address: str = ""
+
+
+class DiscoveredDatastore(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    path: str
+    device: str
+    type: str
+    total_bytes: int
+    free_bytes: int
+    uuid: str = ""
+
+
+class DiscoveredHost(msgspec.Struct, frozen=True, kw_only=True):
+    """What a hypervisor host reports of itself, found at `address`."""
+
+    address: str
+    name: str
+    hypervisor_type: HypervisorType
+    version: str
+    cpu_cores: int
+    cpu_sockets: int
+    ram_bytes: int
+    nics: list[DiscoveredNic] = msgspec.field(default_factory=list)
+    datastores: list[DiscoveredDatastore] = msgspec.field(default_factory=list)
+    initiator_iqn: str = ""
+
+
+class DiscoveryFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """An address that gave no host: the error's stable code and its message."""
+
+    address: str
+    code: str
+    message: str
+
+
+class DiscoverHosts(Message, tag="discover_hosts", frozen=True, kw_only=True):
+    """A request from central: the hosts of one hypervisor type at these addresses.
+
+    Either `addresses`, or the inclusive range `ip_from`..`ip_to` (both, and they add up).
+    """
+
+    dc_uuid: str = ""
+    hypervisor: HypervisorType
+    addresses: list[str] = msgspec.field(default_factory=list)
+    ip_from: str = ""
+    ip_to: str = ""
+    # 0: the type's usual port.
+    port: int = 0
+    credentials: Credentials = msgspec.field(default_factory=Credentials)
+
+
+class HostsDiscovered(Message, tag="hosts_discovered", frozen=True, kw_only=True):
+    """The reply to DiscoverHosts: one entry per address, in `hosts` or in `errors`."""
+
+    hosts: list[DiscoveredHost] = msgspec.field(default_factory=list)
+    errors: list[DiscoveryFailure] = msgspec.field(default_factory=list)
+
+
+class DetectHypervisor(Message, tag="detect_hypervisor", frozen=True, kw_only=True):
+    """A request from central: which hypervisor type answers at `address`."""
+
+    dc_uuid: str = ""
+    address: str
+
+
+class HypervisorDetected(Message, tag="hypervisor_detected", frozen=True, kw_only=True):
+    """The reply to DetectHypervisor: None when nothing answered in time."""
+
+    address: str
+    hypervisor: HypervisorType | None = None
+
+
 # What a datacenter accepts on its request queues, and what central reads from its queues.
-Inbound = CheckServices
+Inbound = CheckServices | DiscoverHosts | DetectHypervisor
 Outbound = Heartbeat | SubsystemStateChanged
-Reply = ServicesStatus | RequestFailed
+Reply = ServicesStatus | RequestFailed | HostsDiscovered | HypervisorDetected
