@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
-from abiquo_dc.hypervisors.base import HostInfo, HostUnreachable, VmInfo
+from abiquo_dc.hypervisors.base import Driver, HostInfo, HostUnreachable, VmInfo
 from abiquo_dc.hypervisors.probe import ProbePorts, probe
 from abiquo_dc.hypervisors.registry import open_driver
 from abiquo_dc.hypervisors.simulator import SimulatedCloud
@@ -24,6 +25,8 @@ from abiquo_dc.protocol.messages import (
     DiscoveryFailure,
 )
 from abiquo_runtime.errors import AbiquoError, InvalidInput
+
+T = TypeVar("T")
 
 # The most addresses one range may hold: a /22.
 MAX_RANGE = 1024
@@ -94,6 +97,26 @@ def to_discovered(address: str, info: HostInfo) -> DiscoveredHost:
     )
 
 
+async def _ask(
+    connection: HypervisorConnection,
+    question: Callable[[Driver], Awaitable[T]],
+    *,
+    simulator: SimulatedCloud | None,
+    timeout: float,
+) -> T:
+    """Connect to the host, ask, always close; HostUnreachable past `timeout`, which
+    covers the connection and the question together."""
+    driver = open_driver(connection, simulator=simulator, timeout=timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            await driver.connect()
+            return await question(driver)
+    except TimeoutError:
+        raise HostUnreachable(f"{connection.address} did not answer within {timeout} s") from None
+    finally:
+        await driver.close()
+
+
 async def discover_host(
     connection: HypervisorConnection,
     *,
@@ -101,15 +124,7 @@ async def discover_host(
     timeout: float,
 ) -> HostInfo:
     """The host at `connection`; HostUnreachable when it does not answer within `timeout`."""
-    driver = open_driver(connection, simulator=simulator, timeout=timeout)
-    try:
-        async with asyncio.timeout(timeout):
-            await driver.connect()
-            return await driver.host_info()
-    except TimeoutError:
-        raise HostUnreachable(f"{connection.address} did not answer within {timeout} s") from None
-    finally:
-        await driver.close()
+    return await _ask(connection, lambda d: d.host_info(), simulator=simulator, timeout=timeout)
 
 
 async def discover_vms(
@@ -119,15 +134,7 @@ async def discover_vms(
     timeout: float,
 ) -> list[VmInfo]:
     """Every VM on the host at `connection` (callers filter by uuid or name)."""
-    driver = open_driver(connection, simulator=simulator, timeout=timeout)
-    try:
-        async with asyncio.timeout(timeout):
-            await driver.connect()
-            return await driver.list_vms()
-    except TimeoutError:
-        raise HostUnreachable(f"{connection.address} did not answer within {timeout} s") from None
-    finally:
-        await driver.close()
+    return await _ask(connection, lambda d: d.list_vms(), simulator=simulator, timeout=timeout)
 
 
 async def detect_type(
