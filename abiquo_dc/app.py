@@ -27,9 +27,11 @@ from abiquo_dc.am.service import ApplianceManager
 from abiquo_dc.bpm.service import BusinessProcessManager
 from abiquo_dc.bus import Bus
 from abiquo_dc.discovery.service import DiscoveryManager
+from abiquo_dc.hypervisors.simulator import SimulatedCloud
 from abiquo_dc.identity import datacenter_uuid
 from abiquo_dc.link import DatacenterLink
 from abiquo_dc.settings import DCSettings
+from abiquo_dc.simulator_http import simulator_routes
 from abiquo_dc.ssm.service import StorageSystemManager
 from abiquo_dc.status import StatusReporter
 from abiquo_dc.subsystem import Subsystem
@@ -45,15 +47,6 @@ LINK = web.AppKey("link", DatacenterLink)
 STATUS = web.AppKey("status", StatusReporter)
 SUBSYSTEMS = web.AppKey("subsystems", tuple[Subsystem, ...])
 DC_UUID = web.AppKey("dc_uuid", str)
-
-SUBSYSTEM_CLASSES: tuple[type[Subsystem], ...] = (
-    ApplianceManager,
-    BusinessProcessManager,
-    DiscoveryManager,
-    VirtualFactory,
-    StorageSystemManager,
-    VirtualSystemMonitor,
-)
 
 
 @web.middleware
@@ -73,8 +66,15 @@ class Datacenter:
         self.settings = settings
         self.uuid = dc_uuid
         self.bus = Bus(name="dc.bus")
-        self.subsystems: tuple[Subsystem, ...] = tuple(
-            cls(bus=self.bus, dc_uuid=dc_uuid) for cls in SUBSYSTEM_CLASSES
+        # The simulator stands in for every hypervisor when the settings say so.
+        self.simulator = SimulatedCloud() if settings.simulator.enabled else None
+        self.subsystems: tuple[Subsystem, ...] = (
+            ApplianceManager(bus=self.bus, dc_uuid=dc_uuid),
+            BusinessProcessManager(bus=self.bus, dc_uuid=dc_uuid),
+            DiscoveryManager(bus=self.bus, dc_uuid=dc_uuid, simulator=self.simulator),
+            VirtualFactory(bus=self.bus, dc_uuid=dc_uuid),
+            StorageSystemManager(bus=self.bus, dc_uuid=dc_uuid),
+            VirtualSystemMonitor(bus=self.bus, dc_uuid=dc_uuid),
         )
         self.link = DatacenterLink(
             transport=transport,
@@ -105,6 +105,8 @@ class Datacenter:
         self.app[DC_UUID] = dc_uuid
         for subsystem in self.subsystems:
             self.app.add_routes(subsystem.all_routes())
+        if self.simulator is not None and settings.simulator.http_knobs:
+            self.app.add_routes(simulator_routes(self.simulator))
         self.app.cleanup_ctx.extend(
             [
                 self._bus_ctx,
@@ -145,6 +147,8 @@ class Datacenter:
         yield
         for subsystem in reversed(self.subsystems):
             await subsystem.stop()
+        if self.simulator is not None:  # after its users
+            await self.simulator.close()
 
     async def _accept_ctx(self, app: web.Application) -> AsyncIterator[None]:
         await self.link.accept()

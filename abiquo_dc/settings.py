@@ -19,9 +19,17 @@ class DatacenterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     handler_timeout: float = 30.0
 
 
+class SimulatorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Every driver is the simulator: hosts in memory, for tests and benchmarks at scale.
+    enabled: bool = False
+    # Its knobs (hosts, faults, mayhem) on the DC's HTTP port, under /simulator.
+    http_knobs: bool = False
+
+
 class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     datacenter: DatacenterSettings = msgspec.field(default_factory=DatacenterSettings)
     http: HttpSettings = msgspec.field(default_factory=lambda: HttpSettings(port=8009))
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     rabbitmq: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
+    simulator: SimulatorSettings = msgspec.field(default_factory=SimulatorSettings)

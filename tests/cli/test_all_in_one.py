@@ -29,9 +29,12 @@ def free_port() -> int:
 
 
 class Running:
-    def __init__(self, process: subprocess.Popen[str], port: int, banner: list[str]) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], port: int, dc_port: int, banner: list[str]
+    ) -> None:
         self.process = process
         self.port = port
+        self.dc_port = dc_port
         self.banner = banner
 
     def get(self, path: str, *, auth: tuple[str, str] | None = None, accept: str = "") -> Any:
@@ -59,12 +62,12 @@ class Running:
 
 
 def start(state_dir: Path, *, password: str | None) -> Running:
-    port = free_port()
+    port, dc_port = free_port(), free_port()
     env = dict(os.environ)
     env.pop("ABIQUO_ADMIN_PASSWORD", None)
     env.update(
         ABIQUO_STATE_DIR=str(state_dir),
-        ABIQUO_DC_PORT=str(free_port()),
+        ABIQUO_DC_PORT=str(dc_port),
         ABIQUO_HEARTBEAT_INTERVAL="0.2",
         ABIQUO_LOG__FORMAT="json",
     )
@@ -87,7 +90,7 @@ def start(state_dir: Path, *, password: str | None) -> Running:
             pytest.fail(f"all-in-one ended before it was ready:\n{err[-3000:]}")
         banner.append(line.rstrip())
         if "the API is at" in line:
-            return Running(process, port, banner)
+            return Running(process, port, dc_port, banner)
     process.kill()
     pytest.fail("all-in-one did not say it was ready within 60 s")
 
@@ -135,6 +138,18 @@ def test_all_in_one_serves_and_stops_cleanly(state_dir: Path) -> None:
             client.close()
         assert (node.cpus, node.memoryBytes) == (8, 16 * 1024**3)
         assert names == ["demo-existing"]
+
+        # And the datacenter's Discovery Manager sees it, ready to be added as a machine.
+        host = json.loads(
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{aio.dc_port}/nodecollector/127.0.0.1/host"
+                f"?hypervisor=KVM&port={aim_port}",
+                timeout=20,
+            ).read()
+        )
+        assert host["hypervisor_type"] == "KVM"
+        assert host["cpu_cores"] * host["cpu_sockets"] >= 4
+        assert host["datastores"]
     finally:
         code, took, lines = aio.stop()
     assert code == 0
