@@ -83,6 +83,7 @@ EVENT_BATCH = 100
 class KvmDriver(Driver):
     hypervisor_type = HypervisorType.KVM
     flavour: Flavour = "kvm"
+    default_domain_type = "kvm"
     capabilities = Capabilities(
         pause=True,
         reset=True,
@@ -106,7 +107,7 @@ class KvmDriver(Driver):
         connection: HypervisorConnection,
         *,
         timeout: float = 30.0,
-        domain_type: str = "kvm",
+        domain_type: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         vlan_interface: str = "eth0",
         bridge_prefix: str = "abiquo_",
@@ -117,7 +118,8 @@ class KvmDriver(Driver):
         """`event_wait`: how long one waitEvents long-poll is held by the AIM (seconds);
         `reconnect_delay` doubles up to `max_reconnect_delay` while the host is away."""
         super().__init__(connection, timeout=timeout)
-        self.domain_type = domain_type
+        # None: the type's own (kvm, xen); tests pass "qemu" or "test".
+        self.domain_type = domain_type or self.default_domain_type
         self.ssl_context = ssl_context
         self.vlan_interface = vlan_interface
         self.bridge_prefix = bridge_prefix
@@ -408,28 +410,4 @@ class XenDriver(KvmDriver):
 
     hypervisor_type = HypervisorType.XEN_3
     flavour: Flavour = "xen"
-
-    def __init__(
-        self,
-        connection: HypervisorConnection,
-        *,
-        timeout: float = 30.0,
-        domain_type: str = "xen",
-        ssl_context: ssl.SSLContext | None = None,
-        vlan_interface: str = "eth0",
-        bridge_prefix: str = "abiquo_",
-        event_wait: float = 20.0,
-        reconnect_delay: float = 1.0,
-        max_reconnect_delay: float = 30.0,
-    ) -> None:
-        super().__init__(
-            connection,
-            timeout=timeout,
-            domain_type=domain_type,
-            ssl_context=ssl_context,
-            vlan_interface=vlan_interface,
-            bridge_prefix=bridge_prefix,
-            event_wait=event_wait,
-            reconnect_delay=reconnect_delay,
-            max_reconnect_delay=max_reconnect_delay,
-        )
+    default_domain_type = "xen"

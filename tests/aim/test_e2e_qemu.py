@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import pytest
+import libvirt
 
 from tests.aim.e2e_host import READY, Guest, Libvirtd
 from tests.aim.e2e_host import private_libvirtd as private_libvirtd
 from tests.aim.e2e_host import test_guest as test_guest
-
-libvirt = pytest.importorskip("libvirt")
 
 # Booting a kernel in software emulation on a loaded 2-core host: generous, yet the whole
 # test stays well under a minute.
