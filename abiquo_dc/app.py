@@ -27,9 +27,13 @@ from abiquo_dc.am.service import ApplianceManager
 from abiquo_dc.bpm.service import BusinessProcessManager
 from abiquo_dc.bus import Bus
 from abiquo_dc.discovery.service import DiscoveryManager
+from abiquo_dc.hypervisors.base import Driver
+from abiquo_dc.hypervisors.pool import Opener
+from abiquo_dc.hypervisors.registry import open_driver
 from abiquo_dc.hypervisors.simulator import SimulatedCloud
 from abiquo_dc.identity import datacenter_uuid
 from abiquo_dc.link import DatacenterLink
+from abiquo_dc.protocol.definitions import HypervisorConnection
 from abiquo_dc.settings import DCSettings
 from abiquo_dc.simulator_http import simulator_routes
 from abiquo_dc.ssm.service import StorageSystemManager
@@ -68,20 +72,29 @@ class Datacenter:
         self.bus = Bus(name="dc.bus")
         # The simulator stands in for every hypervisor when the settings say so.
         self.simulator = SimulatedCloud() if settings.simulator.enabled else None
-        self.subsystems: tuple[Subsystem, ...] = (
-            ApplianceManager(bus=self.bus, dc_uuid=dc_uuid),
-            BusinessProcessManager(bus=self.bus, dc_uuid=dc_uuid),
-            DiscoveryManager(bus=self.bus, dc_uuid=dc_uuid, simulator=self.simulator),
-            VirtualFactory(bus=self.bus, dc_uuid=dc_uuid),
-            StorageSystemManager(bus=self.bus, dc_uuid=dc_uuid),
-            VirtualSystemMonitor(bus=self.bus, dc_uuid=dc_uuid),
-        )
         self.link = DatacenterLink(
             transport=transport,
             bus=self.bus,
             dc_uuid=dc_uuid,
             prefetch=settings.rabbitmq.prefetch,
+            prefetch_by_service={"virtualfactory": settings.vfactory.prefetch},
             handler_timeout=settings.datacenter.handler_timeout,
+        )
+        self.subsystems: tuple[Subsystem, ...] = (
+            ApplianceManager(bus=self.bus, dc_uuid=dc_uuid),
+            BusinessProcessManager(bus=self.bus, dc_uuid=dc_uuid),
+            DiscoveryManager(bus=self.bus, dc_uuid=dc_uuid, simulator=self.simulator),
+            VirtualFactory(
+                bus=self.bus,
+                dc_uuid=dc_uuid,
+                state_dir=Path(settings.datacenter.state_dir),
+                # Notifications are confirmed by the broker before a task is acknowledged.
+                publish=self.link.send,
+                opener=driver_opener(settings, self.simulator),
+                settings=settings.vfactory,
+            ),
+            StorageSystemManager(bus=self.bus, dc_uuid=dc_uuid),
+            VirtualSystemMonitor(bus=self.bus, dc_uuid=dc_uuid),
         )
         self.app = web.Application(middlewares=[correlation_middleware])
         self.server = HttpServer(
@@ -185,6 +198,17 @@ class Datacenter:
             close=[("resources", self.server.close)],
             still_running=self.still_running,
         )
+
+
+def driver_opener(settings: DCSettings, simulator: SimulatedCloud | None) -> Opener:
+    """How the subsystems open a driver for a host, with the settings' options."""
+
+    def open_(connection: HypervisorConnection) -> Driver:
+        return open_driver(
+            connection, simulator=simulator, timeout=settings.vfactory.driver_timeout
+        )
+
+    return open_
 
 
 def build_datacenter(

@@ -138,8 +138,8 @@ class Bus:
     def serves(self, kind: type[Message]) -> bool:
         return any(k in self._handlers for k in kind.__mro__)
 
-    async def request(self, message: Message, *, timeout: float) -> Message | None:
-        """Run the handler of `message`'s type and return its reply."""
+    async def request(self, message: Message, *, timeout: float | None) -> Message | None:
+        """Run the handler of `message`'s type and return its reply (None: no timeout)."""
         handler = None
         for kind in type(message).__mro__:
             handler = self._handlers.get(kind)

@@ -21,14 +21,20 @@ this module does not know which.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
 from abiquo_dc.bus import Bus, NoHandler
 from abiquo_dc.protocol import codec
-from abiquo_dc.protocol.messages import Inbound, Message, RequestFailed
-from abiquo_dc.protocol.queues import IN_REPLY_TO, outbound_specs, request_specs
+from abiquo_dc.protocol.messages import Inbound, Message, RequestFailed, stamped
+from abiquo_dc.protocol.queues import (
+    IN_REPLY_TO,
+    outbound_specs,
+    request_specs,
+    requests_queue,
+)
 from abiquo_runtime.backoff import Backoff
 from abiquo_runtime.correlation import correlation
 from abiquo_runtime.errors import AbiquoError, TemporaryError
@@ -46,6 +52,7 @@ class DatacenterLink:
         bus: Bus,
         dc_uuid: str,
         prefetch: int = 16,
+        prefetch_by_service: Mapping[str, int] | None = None,
         handler_timeout: float = 30.0,
         no_handler_delay: float = 1.0,
         publish_window: int = 64,
@@ -57,6 +64,12 @@ class DatacenterLink:
         self._bus = bus
         self._dc_uuid = dc_uuid
         self._prefetch = prefetch
+        # Per service where it differs: VM tasks wait long in handlers (for their VM's
+        # turn), so many more of them are taken at once than checks or discoveries.
+        self._prefetch_by_queue = {
+            requests_queue(dc_uuid, service): count
+            for service, count in (prefetch_by_service or {}).items()
+        }
         self._handler_timeout = handler_timeout
         self._consumers: list[Consumer] = []
         self._accepting = False
@@ -76,7 +89,11 @@ class DatacenterLink:
         self._accepting = True
         for spec in request_specs(self._dc_uuid):
             self._consumers.append(
-                await self._transport.consume(spec.name, self._on_delivery, prefetch=self._prefetch)
+                await self._transport.consume(
+                    spec.name,
+                    self._on_delivery,
+                    prefetch=self._prefetch_by_queue.get(spec.name, self._prefetch),
+                )
             )
 
     # -- outbound ----------------------------------------------------------------------
@@ -97,30 +114,43 @@ class DatacenterLink:
 
     async def _publish(self, queue: str, message: Message) -> None:
         try:
-            backoff = Backoff(initial=0.2, maximum=5.0)
-            body = codec.encode(message)
-            while True:
-                try:
-                    await self._transport.publish(
-                        queue,
-                        body,
-                        message_id=message.message_id,
-                        correlation_id=message.correlation_id or None,
-                    )
-                    return
-                except TemporaryError as exc:
-                    # Never dropped: retried until the broker takes it; meanwhile the
-                    # window stays taken and the bus pushes back.
-                    delay = backoff.next_delay()
-                    self._log.warning(
-                        "publish toward central failed; retrying",
-                        queue=queue,
-                        error=exc.message,
-                        retry_in=round(delay, 2),
-                    )
-                    await asyncio.sleep(delay)
+            await self._publish_until_confirmed(queue, message)
         finally:
             self._window.release()
+
+    async def send(self, message: Message) -> None:
+        """Publish `message` toward central and return once the broker confirmed it.
+
+        For senders that must know (vfactory acknowledges a task only after its
+        notifications are confirmed); the bus's outbound forwarding does not wait."""
+        queue = type(message).outbound_queue
+        if queue is None:
+            raise ValueError(f"{type(message).__name__} does not go to central")
+        await self._publish_until_confirmed(queue, stamped(message))
+
+    async def _publish_until_confirmed(self, queue: str, message: Message) -> None:
+        backoff = Backoff(initial=0.2, maximum=5.0)
+        body = codec.encode(message)
+        while True:
+            try:
+                await self._transport.publish(
+                    queue,
+                    body,
+                    message_id=message.message_id,
+                    correlation_id=message.correlation_id or None,
+                )
+                return
+            except TemporaryError as exc:
+                # Never dropped: retried until the broker takes it; meanwhile the window
+                # (or the sender) stays taken and the bus pushes back.
+                delay = backoff.next_delay()
+                self._log.warning(
+                    "publish toward central failed; retrying",
+                    queue=queue,
+                    error=exc.message,
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
 
     # -- inbound -----------------------------------------------------------------------
 
@@ -138,8 +168,10 @@ class DatacenterLink:
 
     async def _handle(self, delivery: Delivery, message: Message) -> None:
         log = self._log.bind(message_type=type(message).__name__, message_id=message.message_id)
+        # Long-running work (VM jobs) settles when it is done, however long that is.
+        timeout = None if type(message).long_running else self._handler_timeout
         try:
-            reply = await self._bus.request(message, timeout=self._handler_timeout)
+            reply = await self._bus.request(message, timeout=timeout)
         except NoHandler as exc:
             # Every type that decodes belongs to a subsystem; that one is not serving yet
             # (still starting or retrying): hold the delivery a moment, then give it back.

@@ -26,6 +26,34 @@ class SimulatorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     http_knobs: bool = False
 
 
+class VirtualFactorySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Tasks taken from the queue at once. They wait in memory for their VM's turn and
+    # for a slot; unacknowledged, they come back after a crash, and the journal knows them.
+    prefetch: int = 256
+    # Hypervisor operations at once: in the whole datacenter, and on one host.
+    max_jobs: int = 64
+    max_jobs_per_host: int = 4
+    # A job failing for now (host away) is tried this many times, with backoff between.
+    attempts: int = 5
+    retry_initial: float = 1.0
+    retry_max: float = 30.0
+    # One call to a hypervisor (a disk copy excepted: it takes as long as the disk is big).
+    driver_timeout: float = 60.0
+    # How long a disk conversion by the BPM may take.
+    conversion_timeout: float = 3600.0
+    # A finished task is remembered this long (days), so a late repeat is not run again.
+    retention_days: float = 7.0
+
+
+class KvmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The domain type written in the XML: "kvm" on real hosts; "qemu" where there is no
+    # KVM (software emulation), "test" for libvirt's test driver.
+    domain_type: str = ""
+    # The hosts' NIC that carries the VLANs, and how their bridges are named.
+    vlan_interface: str = "eth0"
+    bridge_prefix: str = "abiquo_"
+
+
 class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     datacenter: DatacenterSettings = msgspec.field(default_factory=DatacenterSettings)
     http: HttpSettings = msgspec.field(default_factory=lambda: HttpSettings(port=8009))
@@ -33,3 +61,5 @@ class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     rabbitmq: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
     simulator: SimulatorSettings = msgspec.field(default_factory=SimulatorSettings)
+    vfactory: VirtualFactorySettings = msgspec.field(default_factory=VirtualFactorySettings)
+    kvm: KvmSettings = msgspec.field(default_factory=KvmSettings)

@@ -19,6 +19,7 @@ an unreachable host without simulating anything more.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import re
 import time
@@ -164,7 +165,10 @@ class SimulatedHost:
         datastores: Iterable[SimulatedDatastore] | None = None,
         initiator_iqn: str = "",
         queue_size: int = 10_000,
+        disk_formats: Iterable[DiskFormat] | None = None,
     ) -> None:
+        """`disk_formats`: those the host boots from (all when None), as a real
+        hypervisor's driver declares them; others are converted before a deploy."""
         self.cloud = cloud
         self.address = address
         self.name = name or f"sim-{address}"
@@ -177,6 +181,7 @@ class SimulatedHost:
         stores = datastores or (SimulatedDatastore("vmstore", "/var/lib/virt", 1024 * GIB),)
         self.datastores: dict[str, SimulatedDatastore] = {d.path: d for d in stores}
         self.initiator_iqn = initiator_iqn or f"iqn.2026-01.sim:{self.name}"
+        self.disk_formats = frozenset(DiskFormat if disk_formats is None else disk_formats)
         self.vms: dict[str, SimulatedVm] = {}
         # Disk files copied back to the repository: repository path -> size.
         self.repository: dict[str, int] = {}
@@ -577,6 +582,7 @@ class SimulatorDriver(Driver):
             self._host = None
             raise
         self.hypervisor_type = host.hypervisor_type
+        self.capabilities = dataclasses.replace(self.capabilities, disk_formats=host.disk_formats)
 
     async def close(self) -> None:
         self._host = None

@@ -1,46 +1,21 @@
 """Every message between central and a datacenter, and on the datacenter's bus.
 
-A message is a msgspec Struct tagged by `type`, with a `version` (raised when a field
-changes meaning; new optional fields keep the version and are ignored by older readers),
-its own `message_id`, which consumers use to recognise a redelivery, and the
-`correlation_id` of the work that caused it.
+The envelope they share is in envelope.py; VM jobs and their notifications in jobs.py.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import msgspec
 
 from abiquo_dc.protocol.definitions import Credentials, HypervisorType
-from abiquo_runtime.correlation import ensure_correlation_id, new_id
-
-
-def _new_id() -> str:
-    return new_id()
-
-
-class Message(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
-    """Base of every message; subclasses set `tag` to their wire name."""
-
-    version: int = 1
-    message_id: str = msgspec.field(default_factory=_new_id)
-    correlation_id: str = ""
-
-    # Where the datacenter's link sends a message of this type toward central, if anywhere.
-    outbound_queue: ClassVar[str | None] = None
-
-
-M = TypeVar("M", bound=Message)
-
-
-def stamped(message: M) -> M:
-    """`message` with the current correlation id (a new one outside any work) if it has none."""
-    if message.correlation_id:
-        return message
-    return msgspec.structs.replace(message, correlation_id=ensure_correlation_id())
+from abiquo_dc.protocol.envelope import M as M
+from abiquo_dc.protocol.envelope import Message as Message
+from abiquo_dc.protocol.envelope import stamped as stamped
+from abiquo_dc.protocol.jobs import JobNotification, VirtualFactoryTask
 
 
 class ServiceState(StrEnum):
@@ -183,6 +158,6 @@ class HypervisorDetected(Message, tag="hypervisor_detected", frozen=True, kw_onl
 
 
 # What a datacenter accepts on its request queues, and what central reads from its queues.
-Inbound = CheckServices | DiscoverHosts | DetectHypervisor
-Outbound = Heartbeat | SubsystemStateChanged
+Inbound = CheckServices | DiscoverHosts | DetectHypervisor | VirtualFactoryTask
+Outbound = Heartbeat | SubsystemStateChanged | JobNotification
 Reply = ServicesStatus | RequestFailed | HostsDiscovered | HypervisorDetected
