@@ -6,7 +6,9 @@ acknowledged only after the handler returned (its effect is done or durably reco
 and, for a request with reply_to, after the reply was confirmed by the broker. What
 cannot be decoded goes to the queue's dead-letter queue with the
 reason; a TemporaryError puts it back on the queue; any other failure of a request is
-answered with RequestFailed, of a command is dead-lettered.
+answered with RequestFailed, of a command is dead-lettered. Handlers are bounded by a
+timeout, except those of long-running messages (VM tasks, which return once the task is
+done and its notifications confirmed: only then is the task acknowledged).
 
 Outbound: every bus message whose type names an `outbound_queue` (heartbeats,
 notifications, events) is published to that queue with confirms, retried for as long as

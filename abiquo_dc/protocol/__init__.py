@@ -4,6 +4,16 @@ Central imports this package and nothing else of abiquo_dc; it depends on msgspe
 """
 
 from abiquo_dc.protocol.codec import DecodeError, decode, encode
+from abiquo_dc.protocol.jobs import (
+    FINAL_STATES,
+    Job,
+    JobNotification,
+    JobState,
+    JobType,
+    ObservedState,
+    Snapshot,
+    VirtualFactoryTask,
+)
 from abiquo_dc.protocol.messages import (
     CheckServices,
     DetectHypervisor,
@@ -36,6 +46,7 @@ from abiquo_dc.protocol.queues import (
 
 __all__ = [
     "EVENTS",
+    "FINAL_STATES",
     "HEARTBEATS",
     "HEARTBEAT_TTL_MS",
     "NOTIFICATIONS",
@@ -53,13 +64,20 @@ __all__ = [
     "HostsDiscovered",
     "HypervisorDetected",
     "Inbound",
+    "Job",
+    "JobNotification",
+    "JobState",
+    "JobType",
     "Message",
+    "ObservedState",
     "Outbound",
     "Reply",
     "RequestFailed",
     "ServiceState",
     "ServicesStatus",
+    "Snapshot",
     "SubsystemStateChanged",
+    "VirtualFactoryTask",
     "decode",
     "encode",
     "requests_queue",
