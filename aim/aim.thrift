@@ -66,6 +66,8 @@ exception StorageException {
 // ---------------------------------------------------------------------------------------
 // libvirt.
 
+// LIBVIRT-UNAVAILABLE: libvirtd is not reachable from the AIM right now (it reconnects by
+// itself); LIBVIRT-NOT-FOUND, -INVALID, -STATE, -TIMEOUT, -ERROR: see libvirt_host.py.
 exception LibvirtException {
     1: required string code
     2: required string message
@@ -95,6 +97,10 @@ struct NodeInfo {
     10: required i32 sockets
     11: required i32 cores
     12: required i32 threads
+    // The URI the datacenter opens for domain operations (define, list, power), as it
+    // reaches this host's libvirtd: "qemu+tcp://<host>/system", "xen+tcp://<host>/system".
+    // Empty or absent: they go through this AIM's methods below.
+    13: optional string remoteLibvirtUri
 }
 
 struct DomainInfo {

@@ -150,6 +150,8 @@ class DomainGroup:
             sockets=sockets,
             cores=cores,
             threads=threads,
+            # Where the datacenter should take domain operations; empty: through us.
+            remoteLibvirtUri=self._host.remote_uri,
         )
 
     def _on_domain(self, uuid: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:

@@ -18,6 +18,11 @@ libvirt's lifecycle event (type, detail) → the contract's EventType:
 Sequences start at 1 in each AIM process. A restarted AIM starts again at 1, so a cursor
 beyond the last sequence issued means "the AIM restarted": the answer is resync with the
 cursor set back to the last sequence. The contract is unchanged.
+
+The callback is registered on each connection the libvirt host makes. Events that came
+while libvirt was away are lost: a reconnection takes a sequence number of its own, a
+gap, and a caller whose cursor is before the gap is told to resync, with the events after
+the gap.
 """
 
 from __future__ import annotations
@@ -78,27 +83,44 @@ class EventGroup:
         # synchronous and cannot take a Condition's lock to notify; on one thread an
         # Event swapped per change wakes every waiter just the same.
         self._changed = asyncio.Event()
-        self._callback_id: int | None = None
+        # The connection the callback is registered on, and its id there.
+        self._callback: tuple[libvirt.virConnect, int] | None = None
+        self._subscribed_once = False
+        # The sequence of the latest reconnection: events before it may be missing.
+        self._gap = 0
+        self._closing = False
 
     async def start(self) -> None:
-        conn = self._host.conn
-        self._callback_id = await self._host.call(
+        await self._host.subscribe(self._subscribe)
+
+    async def _subscribe(self, conn: libvirt.virConnect) -> None:
+        """Register the lifecycle callback on a new connection of the libvirt host."""
+        callback_id = await self._host.call(
             conn.domainEventRegisterAny,
             None,
             libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
             self._on_lifecycle,
             None,
         )
+        self._callback = (conn, callback_id)
         # A domain already paused when the AIM starts is resumed later: that RESUMED
         # must count (see _on_lifecycle).
         for uuid in await self._host.call(_paused_domains, conn):
             self._last_type.setdefault(uuid, "PAUSED")
+        if self._subscribed_once:
+            # Whatever happened while libvirt was away was not seen.
+            self._gap = self._last = next(self._sequence)
+            log.warning("lifecycle events lost while libvirt was away", gap=self._gap)
+            self._wake()
+        self._subscribed_once = True
 
     async def close(self) -> None:
-        callback_id, self._callback_id = self._callback_id, None
-        if callback_id is not None:
+        self._closing = True
+        callback, self._callback = self._callback, None
+        if callback is not None and self._host.connected:
+            conn, callback_id = callback
             try:
-                await self._host.call(self._host.conn.domainEventDeregisterAny, callback_id)
+                await self._host.call(conn.domainEventDeregisterAny, callback_id)
             except Exception as exc:  # the connection may be gone already
                 log.warning("lifecycle callback not deregistered", error=str(exc))
         self._wake()  # waiters answer now rather than at their timeout
@@ -157,7 +179,7 @@ class EventGroup:
             return batch(events=[], cursor=self._last, resync=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(timeoutMs / 1000, MAX_WAIT)
-        while self._last <= cursor and self._callback_id is not None:
+        while self._last <= cursor and not self._closing:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -166,6 +188,10 @@ class EventGroup:
             except TimeoutError:
                 break
         resync = bool(self._history) and self._history[0].sequence > cursor + 1
+        if self._gap > cursor:
+            # Events were lost at the gap: the caller lists the domains and goes on
+            # from the gap; what came before it is of no use to it any more.
+            resync, cursor = True, self._gap
         events = list(itertools.islice((e for e in self._history if e.sequence > cursor), max))
         return batch(events=events, cursor=events[-1].sequence if events else cursor, resync=resync)
 

@@ -10,22 +10,31 @@ one per process and refuses a second (`RuntimeError: Event loop is already regis
 `_EventBridge` is that one registration: it hands each request to libvirtaio's asyncio
 implementation bound to the loop of the latest `start()`, which lets a process whose loop
 changes (the tests: one loop per test) keep receiving events.
+
+When libvirtd is unreachable, at start or later, the AIM keeps running and listening: it
+reconnects in place with backoff, logging each failure, and meanwhile answers the methods
+that need libvirt with LibvirtException LIBVIRT-UNAVAILABLE (see LibvirtHost). Not
+listening until connected was the other choice, rejected: the datacenter could not tell
+a host whose libvirtd is down from one that is off, and the disk copies, VLANs and iSCSI,
+which need no libvirt, would be refused too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import libvirt
 import libvirtaio
 import structlog
 
+from abiquo_runtime.tasks import Supervisor
 from aim import contract as contract_module
 from aim.groups import raise_
 
@@ -40,6 +49,9 @@ _NOT_FOUND = frozenset(
 _INVALID = frozenset(
     {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_INVALID_ARG}
 )
+# The connection to the daemon is lost or was never made.
+_LOST = frozenset({libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_ERR_RPC})
+_REMOTE_DOMAINS = frozenset({libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE})
 
 
 def error_code(err: libvirt.libvirtError) -> str:
@@ -51,7 +63,21 @@ def error_code(err: libvirt.libvirtError) -> str:
         return "LIBVIRT-INVALID"
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return "LIBVIRT-STATE"
+    if code in _LOST or (
+        code == libvirt.VIR_ERR_SYSTEM_ERROR and err.get_error_domain() in _REMOTE_DOMAINS
+    ):
+        # The daemon is gone or unreachable (a system error of the RPC layer: a broken
+        # socket, end of file); a system error elsewhere (a QEMU's) is the host's own.
+        return "LIBVIRT-UNAVAILABLE"
     return "LIBVIRT-ERROR"
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    # A local check of the client's socket; no trip to the daemon.
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
 
 
 def fail(code: str, message: str) -> NoReturn:
@@ -190,38 +216,143 @@ class LibvirtHost:
 
     It has the shape of a group with no methods, so a server lists it first among its
     groups: started before those that use it, closed after them.
+
+    libvirtd may be away: not started yet when the AIM starts (a host booting, a package
+    upgrade), or restarted later. The AIM does not wait for it, nor exit: start() tries
+    once, and if that fails the connection is retried in place, in the background, after
+    `retry_delay` seconds doubling up to `max_retry_delay`, each failure logged. A
+    connection that closes under us (libvirt's close callback, or a call that finds it
+    dead) is retried the same way. Meanwhile the AIM listens and answers: the disk, VLAN
+    and iSCSI methods work, and every method that needs libvirt fails with the contract's
+    LibvirtException code LIBVIRT-UNAVAILABLE, which the datacenter takes for an
+    unreachable host and retries. Groups that hold something on the connection (the
+    lifecycle events' callback) `subscribe` to be called on each new connection.
     """
 
     METHODS: tuple[str, ...] = ()
 
-    def __init__(self, uri: str, *, threads: int, call_timeout: float) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        threads: int,
+        call_timeout: float,
+        remote_uri: str = "",
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 30.0,
+    ) -> None:
+        """`remote_uri`: what getNodeInfo tells the datacenter to reach libvirt at."""
         self.uri = uri
+        self.remote_uri = remote_uri
         self.call_timeout = call_timeout
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="libvirt"
         )
         self._conn: libvirt.virConnect | None = None
+        self._subscribers: list[Callable[[libvirt.virConnect], Awaitable[None]]] = []
+        self._tasks = Supervisor("aim.libvirt")
+        self._retrying: asyncio.Task[None] | None = None
+        self._closing = False
         self._log = log.bind(uri=uri)
 
     @property
     def conn(self) -> libvirt.virConnect:
-        if self._conn is None:
-            fail("LIBVIRT-ERROR", f"not connected to {self.uri}")
-        return self._conn
+        conn = self._conn
+        if conn is None:
+            fail("LIBVIRT-UNAVAILABLE", f"libvirt is not connected ({self.uri})")
+        return conn
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
 
     async def start(self) -> None:
         # Before the connection opens: libvirt binds a connection's events at open.
         _bridge.attach(asyncio.get_running_loop())
-        self._conn = await self.call(libvirt.open, self.uri)
-        self._log.info("libvirt connected")
+        if not await self._connect():
+            self._retry()
 
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
+    async def subscribe(self, callback: Callable[[libvirt.virConnect], Awaitable[None]]) -> None:
+        """Call `callback(conn)` on every new connection, and now if there is one."""
+        self._subscribers.append(callback)
+        conn = self._conn
         if conn is not None:
             try:
-                await self.call(conn.close)
-            except Exception as exc:  # closing goes on: the threads must end too
-                self._log.warning("libvirt close failed", error=str(exc))
+                await callback(conn)
+            except Exception as exc:
+                # As for a connection half set up: a new one, with every subscriber.
+                self._log.warning("libvirt connected but not set up", error=str(exc))
+                self._conn = None
+                self._tasks.spawn(self._close_quietly(conn), name="close-unready")
+                self._retry()
+
+    async def _connect(self) -> bool:
+        """One attempt: open, then let the subscribers set up; False (logged) if it failed."""
+        try:
+            conn = await self.call(libvirt.open, self.uri)
+        except Exception as exc:
+            self._log.warning("libvirt unreachable", error=str(exc))
+            return False
+        try:
+            await self.call(conn.registerCloseCallback, self._on_closed, None)
+        except Exception as exc:  # the drivers that can't lose it (test://) may refuse
+            self._log.debug("no close callback", error=str(exc))
+        self._conn = conn
+        try:
+            for callback in self._subscribers:
+                await callback(conn)
+        except Exception as exc:
+            # Half set up (no event callback): not a connection to serve from.
+            self._log.warning("libvirt connected but not set up", error=str(exc))
+            self._conn = None
+            await self._close_quietly(conn)
+            return False
+        self._log.info("libvirt connected")
+        return True
+
+    def _retry(self) -> None:
+        if self._closing or (self._retrying is not None and not self._retrying.done()):
+            return
+        self._retrying = self._tasks.spawn(self._keep_trying(), name="connect")
+
+    async def _keep_trying(self) -> None:
+        delay = self.retry_delay
+        while True:
+            self._log.info("libvirt connection retry scheduled", retry_in=delay)
+            await asyncio.sleep(delay)
+            if await self._connect():
+                return
+            delay = min(delay * 2, self.max_retry_delay)
+
+    def _on_closed(self, conn: libvirt.virConnect, reason: int, _opaque: Any) -> None:
+        # libvirt's close callback, run on the loop by the event implementation.
+        self._log.warning("libvirt connection closed", reason=reason)
+        self._lost(conn)
+
+    def _lost(self, conn: libvirt.virConnect) -> None:
+        """`conn` is dead: forget it and reconnect (once, however many notice)."""
+        if self._closing or self._conn is not conn:
+            return  # closing: close() closes it
+        self._conn = None
+        self._tasks.spawn(self._close_quietly(conn), name="close-lost")
+        self._retry()
+
+    async def _close_quietly(self, conn: libvirt.virConnect) -> None:
+        try:
+            await self.call(conn.close)
+        except Exception as exc:  # closing goes on: the threads must end too
+            self._log.warning("libvirt close failed", error=str(exc))
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._tasks.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a dead one has nothing to unregister
+                await self.call(conn.unregisterCloseCallback)
+            await self._close_quietly(conn)
             # The connection's timers are removed through the loop: let that finish so
             # that no libvirtaio task outlives us.
             await _bridge.settle()
@@ -238,7 +369,12 @@ class LibvirtHost:
                 self.call_timeout,
             )
         except libvirt.libvirtError as err:
-            fail(error_code(err), str(err.get_error_message() or err))
+            code = error_code(err)
+            if code == "LIBVIRT-UNAVAILABLE":
+                conn = self._conn
+                if conn is not None and not _alive(conn):
+                    self._lost(conn)
+            fail(code, str(err.get_error_message() or err))
         except TimeoutError:
             name = getattr(fn, "__name__", repr(fn))
             fail("LIBVIRT-TIMEOUT", f"{name} took longer than {self.call_timeout} s")

@@ -116,7 +116,14 @@ class AimServer(ThriftServer):
         self.settings = settings
         libvirt = settings.libvirt
         # The libvirt host starts before the groups that use it and closes after them.
-        host = LibvirtHost(libvirt.uri, threads=libvirt.threads, call_timeout=libvirt.call_timeout)
+        host = LibvirtHost(
+            libvirt.uri,
+            threads=libvirt.threads,
+            call_timeout=libvirt.call_timeout,
+            remote_uri=libvirt.remote_uri,
+            retry_delay=libvirt.retry_delay,
+            max_retry_delay=libvirt.max_retry_delay,
+        )
         super().__init__(
             contract=contract,
             groups=[

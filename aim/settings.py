@@ -30,6 +30,15 @@ class LibvirtSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threads: int = 8
     # A libvirt call that takes longer fails (the host is hung), in seconds.
     call_timeout: float = 60.0
+    # The URI the datacenter should open for domain operations, told in getNodeInfo: this
+    # host's libvirtd as reached from the datacenter, e.g. "qemu+tcp://kvm1.example.com/
+    # system" or "xen+tcp://xen1.example.com/system" (libvirtd listening, with the auth
+    # its own configuration asks). Empty: domain operations go through this AIM.
+    remote_uri: str = ""
+    # libvirtd unreachable (not started yet, or restarted): the AIM keeps running and
+    # retries after retry_delay seconds, doubling up to max_retry_delay.
+    retry_delay: float = 1.0
+    max_retry_delay: float = 30.0
 
 
 class RepositorySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -10,8 +10,8 @@ what is left unread on it is unknown. Every call is bounded by a timeout.
 
 The AIM's errors carry stable codes and become the drivers' taxonomy here:
 LIBVIRT-NOT-FOUND → VmNotFound, *-INVALID → InvalidDefinition, LIBVIRT-STATE →
-WrongState, LIBVIRT-TIMEOUT and transport failures → HostUnreachable, the rest
-DriverFailure.
+WrongState, LIBVIRT-TIMEOUT, LIBVIRT-UNAVAILABLE (the AIM is up, its libvirtd is not)
+and transport failures → HostUnreachable, the rest DriverFailure.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def translate(exc: BaseException, *, what: str) -> AbiquoError:
             return InvalidDefinition(message)
         if code == "LIBVIRT-STATE":
             return WrongState(message)
-        if code == "LIBVIRT-TIMEOUT":
+        if code in ("LIBVIRT-TIMEOUT", "LIBVIRT-UNAVAILABLE"):
             return HostUnreachable(message)
         return AimFailure(message, aim_code=code)
     if isinstance(exc, TApplicationException):

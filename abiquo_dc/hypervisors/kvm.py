@@ -1,11 +1,28 @@
-"""The KVM and Xen drivers: everything through the host's AIM.
+"""The KVM and Xen drivers: libvirt for the domains, the host's AIM for the rest.
 
-Domain operations and the event stream go through the AIM's thrift contract too, not a
-libvirt remote URI: one channel to the host, one TLS configuration (the datacenter's
-client certificate), one place where the host's answers become codes, and no libvirtd
-port to open on the hosts. Disks are copied and deleted by the AIM's "Rimp" methods,
-VLAN bridges made by createVLAN, and the host's datastores, NICs and initiator IQN come
-from it as well.
+Domain operations (define, undefine, look up, list, power) go through libvirt-python on
+the host's libvirt URI (libvirt_domains.py): libvirt's own remote protocol, with its own
+TLS or SASL, one hop from the daemon that does the work. The URI is the driver's
+`libvirt_uri` when given (qemu+tcp://host/system, qemu+tls://host/system,
+xen+tcp://host/system), else the one the host's AIM reports in getNodeInfo
+(remoteLibvirtUri: its libvirt.remote_uri setting).
+
+When neither names one, the domain operations go through the AIM's thrift methods
+instead (aim_domains.py), which do the same over the AIM's own libvirt connection. That
+fallback is kept for hosts whose libvirtd does not listen to the network (the AIM's port,
+with its TLS, is then the only one to open), and for libvirt state that only the AIM's
+connection sees: libvirt's test driver on a file, as the all-in-one's demo host, is
+private to the connection that opened it. `libvirt_uri=""` forces it.
+
+Everything else goes through the AIM over thrift (TLS when the driver is given an
+ssl_context): disks copied and deleted by its "Rimp" methods, VLAN bridges made by
+createVLAN, the host's facts, datastores, NICs and initiator IQN, and the lifecycle
+events, long-polled with waitEvents from a cursor (the AIM keeps a numbered history a
+monitor resumes from after a disconnection, which libvirt's callbacks do not).
+
+Every blocking libvirt call runs in the driver's own bounded thread pool and is bounded
+by the driver's timeout: a hung host times out as HostUnreachable and delays neither the
+loop nor another host.
 
 A VM's first disk is copied to <datastore>/<uuid>, its others to <datastore>/<uuid>-n
 (see domain_xml.disk_path): the names the AIM's disk methods take.
@@ -23,6 +40,7 @@ import msgspec
 import structlog
 
 from abiquo_dc.hypervisors.aim_client import AimClient, AimFailure
+from abiquo_dc.hypervisors.aim_domains import AimDomains
 from abiquo_dc.hypervisors.base import (
     Capabilities,
     Datastore,
@@ -40,7 +58,9 @@ from abiquo_dc.hypervisors.base import (
     VmNotFound,
     WrongState,
 )
+from abiquo_dc.hypervisors.domain_channel import DomainChannel
 from abiquo_dc.hypervisors.domain_xml import Flavour, disk_name, disk_path, domain_xml
+from abiquo_dc.hypervisors.libvirt_domains import THREADS, LibvirtDomains
 from abiquo_dc.protocol.definitions import (
     DiskFormat,
     HypervisorConnection,
@@ -50,18 +70,6 @@ from abiquo_dc.protocol.definitions import (
 )
 
 log = structlog.get_logger("abiquo_dc.hypervisors.kvm")
-
-MiB = 1024 * 1024
-
-_POWER = {
-    "RUNNING": PowerState.ON,
-    "BLOCKED": PowerState.ON,
-    "SHUTDOWN": PowerState.ON,  # shutting down: still on until libvirt says SHUTOFF
-    "PAUSED": PowerState.PAUSED,
-    "PMSUSPENDED": PowerState.PAUSED,
-    "SHUTOFF": PowerState.OFF,
-    "CRASHED": PowerState.OFF,
-}
 
 _EVENTS = {
     "CREATED": VmEventType.CREATED,
@@ -114,9 +122,14 @@ class KvmDriver(Driver):
         event_wait: float = 20.0,
         reconnect_delay: float = 1.0,
         max_reconnect_delay: float = 30.0,
+        libvirt_uri: str | None = None,
+        libvirt_threads: int = THREADS,
     ) -> None:
         """`event_wait`: how long one waitEvents long-poll is held by the AIM (seconds);
-        `reconnect_delay` doubles up to `max_reconnect_delay` while the host is away."""
+        `reconnect_delay` doubles up to `max_reconnect_delay` while the host is away.
+        `libvirt_uri`: where domain operations go; None: the URI the AIM reports, ""
+        (or none reported): through the AIM. `libvirt_threads`: the size of this
+        driver's pool for libvirt's blocking calls."""
         super().__init__(connection, timeout=timeout)
         # None: the type's own (kvm, xen); tests pass "qemu" or "test".
         self.domain_type = domain_type or self.default_domain_type
@@ -126,7 +139,10 @@ class KvmDriver(Driver):
         self.event_wait = event_wait
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
+        self.libvirt_uri = libvirt_uri
+        self.libvirt_threads = libvirt_threads
         self._aim: AimClient | None = None
+        self._domains: DomainChannel | None = None
         # Where the event stream goes on from: set at connect(), so no event after
         # connect() is missed by a stream started later.
         self._cursor = 0
@@ -142,17 +158,53 @@ class KvmDriver(Driver):
             timeout=self.timeout,
             ssl_context=self.ssl_context,
         )
+        domains: DomainChannel | None = None
         try:
-            await aim.call("getNodeInfo")
+            node = await aim.call("getNodeInfo")
             batch = await aim.call("waitEvents", _NOW, 1, 0)
+            domains = self._domain_channel(aim, node)
+            await domains.open()
         except BaseException:
+            if domains is not None:
+                await domains.close()
             await aim.close()
             raise
         self._cursor = batch.cursor
         self._aim = aim
+        self._domains = domains
+
+    def _domain_channel(self, aim: AimClient, node: Any) -> DomainChannel:
+        # An AIM older than the field has it None: domains through the AIM.
+        uri = self.libvirt_uri
+        if uri is None:
+            uri = getattr(node, "remoteLibvirtUri", None) or ""
+        log.info(
+            "domain operations",
+            host=self.connection.address,
+            channel="libvirt" if uri else "aim",
+            uri=uri,
+        )
+        if not uri:
+            return AimDomains(aim)
+        return LibvirtDomains(
+            uri,
+            timeout=self.timeout,
+            threads=self.libvirt_threads,
+            credentials=self.connection.credentials,
+        )
+
+    @property
+    def domains(self) -> DomainChannel:
+        """The channel domain operations take (libvirt or the AIM), once connected."""
+        if self._domains is None:
+            raise HostUnreachable(f"not connected to {self.connection.address}")
+        return self._domains
 
     async def close(self) -> None:
+        domains, self._domains = self._domains, None
         aim, self._aim = self._aim, None
+        if domains is not None:
+            await domains.close()
         if aim is not None:
             await aim.close()
 
@@ -198,27 +250,17 @@ class KvmDriver(Driver):
 
     # -- VMs -----------------------------------------------------------------------------
 
-    def _vm_info(self, info: Any) -> VmInfo:
-        state = self._aim_contract_name("DomainState", info.state)
-        return VmInfo(
-            uuid=info.uuid,
-            name=info.name,
-            power_state=_POWER.get(state, PowerState.UNKNOWN),
-            cpu=info.virtualCpus,
-            ram_mb=info.maxMemoryBytes // MiB,
-        )
-
     def _aim_contract_name(self, enum: str, value: int) -> str:
         assert self._aim is not None
         names: dict[int, str] = getattr(self._aim.contract, enum)._VALUES_TO_NAMES
         return names.get(value, "UNKNOWN")
 
     async def list_vms(self) -> list[VmInfo]:
-        return [self._vm_info(d) for d in await self._call("getDomains")]
+        return await self.domains.list()
 
     async def get_vm(self, uuid: str) -> VmInfo:
         try:
-            return self._vm_info(await self._call("getDomainInfo", uuid))
+            return await self.domains.get(uuid)
         except InvalidDefinition:
             # A malformed UUID names no VM of this host.
             raise VmNotFound(f"no VM {uuid!r} on {self.connection.address}") from None
@@ -249,7 +291,7 @@ class KvmDriver(Driver):
 
     async def configure(self, definition: VirtualMachineDefinition) -> None:
         xml = self._xml(definition)  # an invalid definition fails before any copy
-        if await self._call("existDomain", definition.uuid):
+        if await self.domains.exists(definition.uuid):
             raise VmAlreadyExists(f"{definition.uuid} exists on {self.connection.address}")
         # VLANs first: cheaper to fail on than a disk copy.
         await self._create_vlans(definition)
@@ -260,7 +302,7 @@ class KvmDriver(Driver):
             for index in sorted(indexes, key=lambda i: i == 0):
                 await self._copy_from_repository(definition, index)
                 copied.append(index)
-            await self._call("defineDomain", xml)
+            await self.domains.define(xml)
         except BaseException:
             # No half-made VM: a definition whose answer was lost may exist, so it goes too.
             await asyncio.shield(self._undo_configure(definition, copied))
@@ -270,7 +312,7 @@ class KvmDriver(Driver):
         self, definition: VirtualMachineDefinition, copied: list[int]
     ) -> None:
         with contextlib.suppress(Exception):
-            await self._call("undefineDomain", definition.uuid)
+            await self.domains.undefine(definition.uuid)
         for index in copied:
             try:
                 await self._delete_disk(definition, index)
@@ -286,13 +328,13 @@ class KvmDriver(Driver):
         for index, disk in enumerate(definition.disks):
             if isinstance(disk, RepositoryDisk) and not await self._disk_exists(definition, index):
                 await self._copy_from_repository(definition, index)
-        await self._call("defineDomain", xml)
+        await self.domains.define(xml)
 
     async def deconfigure(self, definition: VirtualMachineDefinition) -> None:
         try:
             if await self._power_state(definition.uuid) != PowerState.OFF:
-                await self._call("powerOff", definition.uuid)
-            await self._call("undefineDomain", definition.uuid)
+                await self.domains.power_off(definition.uuid)
+            await self.domains.undefine(definition.uuid)
         except VmNotFound:
             pass  # gone already: its disks may not be
         for index, disk in enumerate(definition.disks):
@@ -302,22 +344,22 @@ class KvmDriver(Driver):
     # -- power ---------------------------------------------------------------------------
 
     async def power_on(self, uuid: str) -> None:
-        await self._call("powerOn", uuid)
+        await self.domains.power_on(uuid)
 
     async def power_off(self, uuid: str) -> None:
-        await self._call("powerOff", uuid)
+        await self.domains.power_off(uuid)
 
     async def shutdown(self, uuid: str) -> None:
-        await self._call("shutdown", uuid)
+        await self.domains.shutdown(uuid)
 
     async def reset(self, uuid: str) -> None:
-        await self._call("reset", uuid)
+        await self.domains.reset(uuid)
 
     async def pause(self, uuid: str) -> None:
-        await self._call("pause", uuid)
+        await self.domains.pause(uuid)
 
     async def resume(self, uuid: str) -> None:
-        await self._call("resume", uuid)
+        await self.domains.resume(uuid)
 
     # -- disks ---------------------------------------------------------------------------
 
@@ -406,7 +448,8 @@ class KvmDriver(Driver):
 
 
 class XenDriver(KvmDriver):
-    """Xen hosts run the same AIM; only the domain XML differs."""
+    """Xen hosts run the same AIM; only the domain XML differs, and the libvirt URI
+    (xen+tcp://host/system, from the driver or as the AIM reports it)."""
 
     hypervisor_type = HypervisorType.XEN_3
     flavour: Flavour = "xen"

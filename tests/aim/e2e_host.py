@@ -26,7 +26,11 @@ Two session fixtures (import them into a test module):
   A privileged libvirtd also resolves Debian's default QEMU account (libvirt-qemu, made
   by libvirt-daemon-system) before reading qemu.conf: the namespace sees copies of
   /etc/passwd and /etc/group with it added. It is stopped with SIGTERM at the end, and
-  any QEMU it left running is killed by the pid files it wrote.
+  any QEMU it left running is killed by the pid files it wrote. There is one per test
+  process, however many modules import the fixture. It also listens on TCP,
+  127.0.0.1:`tcp_port`, without authentication, for remote URIs (qemu+tcp://,
+  test+tcp://); its test driver, `test+unix:///default?socket=<socket>` or over TCP, is
+  one state shared by all connections (a test driver on a file is per connection).
 
 Needs root, `unshare` (util-linux), libvirt-daemon + libvirt-daemon-driver-qemu,
 qemu-system-x86, busybox-static, and apt-get + dpkg-deb when no readable kernel is in /boot.
@@ -242,6 +246,13 @@ class Libvirtd:
     # The scratch directory: console logs of the guests may be written here.
     dir: Path
     pid: int
+    # It also listens on 127.0.0.1:tcp_port, without authentication (0: it does not).
+    tcp_port: int = 0
+
+    @property
+    def socket(self) -> Path:
+        """Its unix socket, for URIs of other drivers: test+unix:///default?socket=..."""
+        return self.dir / "sock" / "libvirt-sock"
 
 
 QEMU_CONF = """\
@@ -256,8 +267,8 @@ stdio_handler = "file"
 """
 
 
-def _libvirtd_conf(sock_dir: Path, log: Path) -> str:
-    return f"""\
+def _libvirtd_conf(sock_dir: Path, log: Path, tcp_port: int = 0) -> str:
+    conf = f"""\
 unix_sock_dir = "{sock_dir}"
 unix_sock_group = "root"
 unix_sock_ro_perms = "0700"
@@ -266,9 +277,25 @@ auth_unix_ro = "none"
 auth_unix_rw = "none"
 log_outputs = "3:file:{log}"
 """
+    if tcp_port:
+        # Plain TCP without authentication, for the remote URIs (qemu+tcp://, test+tcp://)
+        # the drivers use: on loopback only, and only for the test's own libvirtd.
+        conf += f"""\
+listen_tcp = 1
+listen_tls = 0
+listen_addr = "127.0.0.1"
+tcp_port = "{tcp_port}"
+auth_tcp = "none"
+"""
+    return conf
 
 
-def start_libvirtd(scratch: Path, *, timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+def start_libvirtd(
+    scratch: Path, *, timeout: float = 30.0, tcp_port: int = 0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a private libvirtd in `scratch`; (its process, its qemu:///system URI).
+
+    `tcp_port`: it also listens on 127.0.0.1:`tcp_port` without authentication."""
     libvirtd = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
     if not os.access(libvirtd, os.X_OK):
         unavailable("no libvirtd (apt-get install libvirt-daemon libvirt-daemon-driver-qemu)")
@@ -282,7 +309,7 @@ def start_libvirtd(scratch: Path, *, timeout: float = 30.0) -> tuple[subprocess.
     sock_dir.mkdir()
     (scratch / "etc" / "qemu.conf").write_text(QEMU_CONF)
     conf = scratch / "etc" / "libvirtd.conf"
-    conf.write_text(_libvirtd_conf(sock_dir, scratch / "libvirtd.log"))
+    conf.write_text(_libvirtd_conf(sock_dir, scratch / "libvirtd.log", tcp_port))
     # The mount points must exist on the host for the bind mounts (empty, harmless).
     for target in LIBVIRT_DIRS.values():
         Path(target).mkdir(parents=True, exist_ok=True)
@@ -291,7 +318,9 @@ def start_libvirtd(scratch: Path, *, timeout: float = 30.0) -> tuple[subprocess.
     mounts = " && ".join(f"mount --bind {source} {target}" for source, target in binds.items())
     # `--propagation private` keeps these mounts from leaking back to the host; the shell
     # then execs libvirtd, so the process started here is libvirtd itself.
-    script = f"{mounts} && exec {libvirtd} -f {conf} -p {scratch / 'libvirtd.pid'}"
+    # --listen: the TCP listener is opened only with it (without socket activation).
+    listen = " --listen" if tcp_port else ""
+    script = f"{mounts} && exec {libvirtd}{listen} -f {conf} -p {scratch / 'libvirtd.pid'}"
     with (scratch / "libvirtd.stderr").open("wb") as stderr:
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -370,17 +399,73 @@ def _tail(scratch: Path) -> str:
     return text.strip() or "(no output)"
 
 
+@dataclass
+class _Shared:
+    daemon: Libvirtd | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    users: int = 0
+
+
+# One libvirtd per test process: pytest makes a session fixture imported into several test
+# modules (as this one is) one fixture per module, each started on its own.
+_shared = _Shared()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    unavailable(f"libvirtd does not listen on TCP port {port}")
+
+
+def _acquire_libvirtd() -> Libvirtd:
+    if _shared.daemon is None:
+        # Short: a unix socket path is limited to 107 bytes.
+        scratch = Path(tempfile.mkdtemp(prefix="abiquo-lv-", dir="/var/tmp"))
+        try:
+            port = _free_port()
+            proc, uri = start_libvirtd(scratch, tcp_port=port)
+            try:
+                _wait_for_port(port)
+            except BaseException:
+                stop_libvirtd(proc, scratch)
+                raise
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        _shared.proc = proc
+        _shared.daemon = Libvirtd(uri=uri, dir=scratch, pid=proc.pid, tcp_port=port)
+    _shared.users += 1
+    return _shared.daemon
+
+
+def _release_libvirtd() -> None:
+    _shared.users -= 1
+    daemon, proc = _shared.daemon, _shared.proc
+    if _shared.users == 0 and daemon is not None and proc is not None:
+        _shared.daemon = _shared.proc = None
+        try:
+            stop_libvirtd(proc, daemon.dir)
+        finally:
+            shutil.rmtree(daemon.dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def private_libvirtd() -> Iterator[Libvirtd]:
+    """The process's private libvirtd (shared by every module that imports this)."""
     if os.geteuid() != 0:
         unavailable("needs root")
-    # Short: a unix socket path is limited to 107 bytes.
-    scratch = Path(tempfile.mkdtemp(prefix="abiquo-lv-", dir="/var/tmp"))
+    daemon = _acquire_libvirtd()
     try:
-        proc, uri = start_libvirtd(scratch)
-        try:
-            yield Libvirtd(uri=uri, dir=scratch, pid=proc.pid)
-        finally:
-            stop_libvirtd(proc, scratch)
+        yield daemon
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _release_libvirtd()

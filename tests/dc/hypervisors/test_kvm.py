@@ -1,18 +1,18 @@
 """The KVM driver against a real AIM: its thrift server over libvirt's test driver.
 
-Each test gets a host of its own: a libvirt test driver on a node file in tmp_path, a
-repository and a datastore in tmp_path, the AIM's groups served on a free port.
+Most tests get a host of their own (kvm_host.running_kvm_host without a libvirtd): a
+test driver on a node file in tmp_path, private to the AIM, so domain operations go
+through the AIM and each test starts from an empty host. Those about the libvirt channel
+use the private libvirtd's test driver, shared with the AIM (the `kvm_host` fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,6 +29,7 @@ from abiquo_dc.hypervisors.base import (
     WrongState,
 )
 from abiquo_dc.hypervisors.kvm import KvmDriver, XenDriver
+from abiquo_dc.hypervisors.libvirt_domains import LibvirtDomains
 from abiquo_dc.protocol.definitions import (
     DiskFormat,
     HypervisorConnection,
@@ -37,119 +38,29 @@ from abiquo_dc.protocol.definitions import (
     RepositoryDisk,
     VirtualMachineDefinition,
 )
-from aim import contract as contract_module
-from aim.domains import DomainGroup
-from aim.events import EventGroup
-from aim.iscsi import IscsiGroup
-from aim.libvirt_host import LibvirtHost
-from aim.rimp import RimpGroup
-from aim.server import ThriftServer
-from aim.settings import AimSettings, IscsiSettings, ListenSettings, RepositorySettings
-from aim.vlan import VlanGroup
-
-NODE_XML = (
-    "<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads>"
-    "<active>2</active><mhz>2000</mhz><model>i686</model></cpu>"
-    "<memory>8388608</memory></node>"
+from tests.aim.e2e_host import Libvirtd
+from tests.dc.hypervisors.kvm_host import (
+    DATA,
+    IQN,
+    TEMPLATE,
+    KvmHost,
+    hung_libvirt,
+    running_kvm_host,
+    tcp_uri,
 )
-IQN = "iqn.2024-01.com.example:host1"
-TEMPLATE = "1/templates/disk.qcow2"
-DATA = "1/templates/data.raw"
-
-
-@dataclass
-class AimHost:
-    """One fake KVM host: where its repository and datastore are, and its AIM's port."""
-
-    repository: Path
-    datastore: Path
-    port: int
-
-    def connection(self) -> HypervisorConnection:
-        return HypervisorConnection(type=HypervisorType.KVM, address="127.0.0.1", port=self.port)
-
-    def definition(self, *, n_disks: int = 1, **changes: Any) -> VirtualMachineDefinition:
-        vm = str(uuid.uuid4())
-        files = [TEMPLATE, DATA]
-        fields: dict[str, Any] = {
-            "uuid": vm,
-            "name": f"vm-{vm[:8]}",
-            "cpu": 1,
-            "ram_mb": 256,
-            "disks": [
-                RepositoryDisk(
-                    repository_path=files[i % 2],
-                    datastore=str(self.datastore),
-                    format=DiskFormat.QCOW2_SPARSE if i % 2 == 0 else DiskFormat.RAW,
-                    size_bytes=4096,
-                )
-                for i in range(n_disks)
-            ],
-            "nics": [Nic(mac=f"52:54:00:{vm[0:2]}:{vm[2:4]}:{vm[4:6]}", bridge="abiquo_br0")],
-        }
-        fields.update(changes)
-        return VirtualMachineDefinition(**fields)
-
-
-@contextlib.asynccontextmanager
-async def running_aim(tmp_path: Path, *, port: int = 0) -> AsyncIterator[AimHost]:
-    """The AIM's groups over a fresh libvirt test driver, served on `port` (0: a free
-    one). Started again on the same tmp_path, it finds the files where it left them."""
-    node = tmp_path / "node.xml"
-    node.write_text(NODE_XML)
-    repository, datastore = tmp_path / "repo", tmp_path / "ds"
-    (repository / "1" / "templates").mkdir(parents=True, exist_ok=True)
-    datastore.mkdir(exist_ok=True)
-    (repository / ".abiquo_repository").touch()
-    (repository / TEMPLATE).write_bytes(b"qcow" * 1024)
-    (repository / DATA).write_bytes(b"data" * 1024)
-    iqn_file = tmp_path / "initiatorname.iscsi"
-    iqn_file.write_text(f"InitiatorName={IQN}\n")
-    settings = AimSettings(
-        repository=RepositorySettings(path=str(repository)),
-        datastores=[str(datastore)],
-        iscsi=IscsiSettings(initiator_name_file=str(iqn_file)),
-    )
-    contract = contract_module.load()
-    host = LibvirtHost(f"test://{node}", threads=2, call_timeout=10.0)
-    server = ThriftServer(
-        contract=contract,
-        groups=[
-            RimpGroup(contract=contract, settings=settings),
-            IscsiGroup(contract=contract, settings=settings),
-            VlanGroup(contract=contract, settings=settings),
-            host,
-            DomainGroup(contract=contract, host=host),
-            EventGroup(contract=contract, host=host, history=1000),
-        ],
-        listen=ListenSettings(host="127.0.0.1", port=port),
-        partial=True,
-    )
-    await server.start()
-    try:
-        yield AimHost(repository=repository, datastore=datastore, port=server.port)
-    finally:
-        await server.stop_accepting()
-        await server.drain()
-        await server.close()
+from tests.dc.hypervisors.kvm_host import kvm_host as kvm_host
+from tests.dc.hypervisors.kvm_host import private_libvirtd as private_libvirtd
 
 
 @pytest.fixture
-async def aim_host(tmp_path: Path) -> AsyncIterator[AimHost]:
-    async with running_aim(tmp_path) as host:
+async def aim_host(tmp_path: Path) -> AsyncIterator[KvmHost]:
+    async with running_kvm_host(tmp_path) as host:
         yield host
 
 
-def make_driver(host: AimHost, **options: Any) -> KvmDriver:
-    # The test driver knows domains of type "test" only.
-    options.setdefault("domain_type", "test")
-    options.setdefault("event_wait", 0.5)
-    return KvmDriver(host.connection(), timeout=10.0, **options)
-
-
 @pytest.fixture
-async def driver(aim_host: AimHost) -> AsyncIterator[KvmDriver]:
-    drv = make_driver(aim_host)
+async def driver(aim_host: KvmHost) -> AsyncIterator[KvmDriver]:
+    drv = aim_host.driver()
     await drv.connect()
     try:
         yield drv
@@ -157,7 +68,7 @@ async def driver(aim_host: AimHost) -> AsyncIterator[KvmDriver]:
         await drv.close()
 
 
-async def test_host_info(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_host_info(driver: KvmDriver, aim_host: KvmHost) -> None:
     info = await driver.host_info()
     assert info.hypervisor_type is HypervisorType.KVM
     assert info.version.startswith("TEST ")
@@ -168,7 +79,7 @@ async def test_host_info(driver: KvmDriver, aim_host: AimHost) -> None:
     assert info.initiator_iqn == IQN
 
 
-async def test_configure_copies_and_defines(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_configure_copies_and_defines(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition(n_disks=2)
     await driver.configure(vm)
     first, second = aim_host.datastore / vm.uuid, aim_host.datastore / f"{vm.uuid}-1"
@@ -187,7 +98,7 @@ async def test_configure_copies_and_defines(driver: KvmDriver, aim_host: AimHost
     await driver.deconfigure(vm)  # gone already: fine
 
 
-async def test_power_operations(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_power_operations(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition()
     await driver.configure(vm)
 
@@ -225,7 +136,7 @@ async def test_unknown_vms(driver: KvmDriver) -> None:
         await driver.power_on("00000000-0000-4000-8000-00000000dead")
 
 
-async def test_reconfigure_adds_a_disk(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_reconfigure_adds_a_disk(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition()
     await driver.configure(vm)
     bigger = aim_host.definition(n_disks=2, uuid=vm.uuid, name=vm.name, cpu=2, ram_mb=512)
@@ -239,7 +150,7 @@ async def test_reconfigure_adds_a_disk(driver: KvmDriver, aim_host: AimHost) -> 
     assert list(aim_host.datastore.iterdir()) == []
 
 
-async def test_persistent_disks_stay(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_persistent_disks_stay(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition()
     kept = VirtualMachineDefinition(
         **{
@@ -260,7 +171,7 @@ async def test_persistent_disks_stay(driver: KvmDriver, aim_host: AimHost) -> No
     assert (aim_host.datastore / vm.uuid).exists()
 
 
-async def test_copy_disk_to_repository(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_copy_disk_to_repository(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition(n_disks=2)
     await driver.configure(vm)
     await driver.copy_disk_to_repository(vm, 1, "1/instances/data-copy.raw")
@@ -276,7 +187,7 @@ async def test_copy_disk_to_repository(driver: KvmDriver, aim_host: AimHost) -> 
     await driver.deconfigure(vm)
 
 
-async def test_invalid_definitions_copy_nothing(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_invalid_definitions_copy_nothing(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition(
         disks=[
             RepositoryDisk(
@@ -292,7 +203,7 @@ async def test_invalid_definitions_copy_nothing(driver: KvmDriver, aim_host: Aim
     assert list(aim_host.datastore.iterdir()) == []
 
 
-async def test_a_failed_define_removes_the_copies(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_a_failed_define_removes_the_copies(driver: KvmDriver, aim_host: KvmHost) -> None:
     first = aim_host.definition()
     await driver.configure(first)
     # libvirt refuses a second domain of the same name: after the disks are copied.
@@ -304,7 +215,7 @@ async def test_a_failed_define_removes_the_copies(driver: KvmDriver, aim_host: A
     await driver.deconfigure(first)
 
 
-async def test_a_missing_template_fails_cleanly(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_a_missing_template_fails_cleanly(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition(n_disks=2)
     (aim_host.repository / TEMPLATE).unlink()  # the first disk, copied last
     with pytest.raises(DriverFailure):
@@ -313,10 +224,10 @@ async def test_a_missing_template_fails_cleanly(driver: KvmDriver, aim_host: Aim
     assert await driver.list_vms() == []
 
 
-async def test_a_vlan_failure_leaves_nothing(aim_host: AimHost) -> None:
+async def test_a_vlan_failure_leaves_nothing(aim_host: KvmHost) -> None:
     # No such parent interface: the AIM's createVLAN refuses (this machine cannot make
     # VLANs anyway), and the driver reports it without leaving half a VM.
-    drv = make_driver(aim_host, vlan_interface="abqnone0")
+    drv = aim_host.driver(vlan_interface="abqnone0")
     await drv.connect()
     try:
         vm = aim_host.definition(nics=[Nic(mac="52:54:00:aa:bb:cc", vlan_tag=42)])
@@ -328,7 +239,7 @@ async def test_a_vlan_failure_leaves_nothing(aim_host: AimHost) -> None:
         await drv.close()
 
 
-async def test_events(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_events(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition()
     stream = driver.events()
     try:
@@ -354,7 +265,7 @@ async def test_events(driver: KvmDriver, aim_host: AimHost) -> None:
     assert all(e.timestamp > 0 for e in seen)
 
 
-async def test_events_survive_a_lost_connection(driver: KvmDriver, aim_host: AimHost) -> None:
+async def test_events_survive_a_lost_connection(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition()
     await driver.configure(vm)
     stream = driver.events()
@@ -376,8 +287,8 @@ async def test_events_survive_a_lost_connection(driver: KvmDriver, aim_host: Aim
 
 async def test_events_go_on_after_the_aim_restarts(tmp_path: Path) -> None:
     pending: asyncio.Future[VmEvent] | None = None
-    async with running_aim(tmp_path) as aim_host:
-        drv = make_driver(aim_host, reconnect_delay=0.02, max_reconnect_delay=0.05)
+    async with running_kvm_host(tmp_path) as aim_host:
+        drv = aim_host.driver(reconnect_delay=0.02, max_reconnect_delay=0.05)
         stream = drv.events()
         try:
             await drv.connect()
@@ -395,7 +306,7 @@ async def test_events_go_on_after_the_aim_restarts(tmp_path: Path) -> None:
         pending = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0.2)
         assert not pending.done()
-        async with running_aim(tmp_path, port=aim_host.port) as again:
+        async with running_kvm_host(tmp_path, port=aim_host.port) as again:
             # A new AIM numbers its events from 1 again: the stream resynchronises (its
             # cursor is beyond them) and reports what happens from then on.
             await asyncio.sleep(0.3)
@@ -454,10 +365,119 @@ def test_defaults() -> None:
         "xen",
         "xen",
     )
+    assert XenDriver(conn, libvirt_uri="xen+tcp://h/system").libvirt_uri == "xen+tcp://h/system"
     kvm = KvmDriver(conn)
     assert (kvm.domain_type, kvm.vlan_interface, kvm.bridge_prefix) == ("kvm", "eth0", "abiquo_")
+    assert (kvm.libvirt_uri, kvm.libvirt_threads) == (None, 4)
     caps = kvm.capabilities
     assert caps.pause and caps.reset and caps.shutdown and caps.event_stream
     assert not caps.live_reconfigure
     assert DiskFormat.VMDK_SPARSE in caps.disk_formats
     assert DiskFormat.VHD_FLAT not in caps.disk_formats
+
+
+# -- domains over libvirt ----------------------------------------------------------------
+
+
+async def test_domains_go_over_the_uri_the_aim_reports(kvm_host: KvmHost) -> None:
+    drv = kvm_host.driver()
+    await drv.connect()
+    try:
+        assert isinstance(drv.domains, LibvirtDomains)
+        assert drv.domains.uri == kvm_host.remote_uri
+        vm = kvm_host.definition()
+        await drv.configure(vm)
+        await drv.power_on(vm.uuid)
+        # Done over the driver's own connection, seen by the AIM's.
+        host = kvm_host.libvirt
+        dom = await host.call(host.conn.lookupByUUIDString, vm.uuid)
+        assert await host.call(dom.isActive)
+        assert (kvm_host.datastore / vm.uuid).exists()  # the copy: the AIM's
+        await drv.deconfigure(vm)
+        assert not await host.call(
+            lambda: vm.uuid in {d.UUIDString() for d in host.conn.listAllDomains(0)}
+        )
+    finally:
+        await drv.close()
+
+
+async def test_an_empty_uri_keeps_the_domains_on_the_aim(kvm_host: KvmHost) -> None:
+    drv = kvm_host.driver(libvirt_uri="")
+    await drv.connect()
+    try:
+        assert drv.domains.kind == "aim"
+        assert "test" in {vm.name for vm in await drv.list_vms()}
+    finally:
+        await drv.close()
+
+
+async def test_a_remote_tcp_uri_given_to_the_driver(
+    kvm_host: KvmHost, private_libvirtd: Libvirtd
+) -> None:
+    over_tcp = kvm_host.driver(libvirt_uri=tcp_uri(private_libvirtd))
+    over_aim = kvm_host.driver(libvirt_uri="")
+    await over_tcp.connect()
+    await over_aim.connect()
+    try:
+        vm = kvm_host.definition()
+        await over_tcp.configure(vm)
+        await over_tcp.power_on(vm.uuid)
+        assert (await over_aim.get_vm(vm.uuid)).power_state is PowerState.ON
+        await over_aim.pause(vm.uuid)
+        assert (await over_tcp.get_vm(vm.uuid)).power_state is PowerState.PAUSED
+        await over_tcp.deconfigure(vm)
+        with pytest.raises(VmNotFound):
+            await over_aim.get_vm(vm.uuid)
+    finally:
+        await over_tcp.close()
+        await over_aim.close()
+
+
+async def test_a_driver_built_with_defaults_works_on_the_host(kvm_host: KvmHost) -> None:
+    """As a DC process builds it: no test options, domain type "kvm"."""
+    drv = KvmDriver(kvm_host.connection, timeout=10.0)
+    await drv.connect()
+    try:
+        vm = kvm_host.definition()
+        await drv.configure(vm)
+        await drv.power_on(vm.uuid)
+        assert (await drv.get_vm(vm.uuid)).power_state is PowerState.ON
+        await drv.deconfigure(vm)
+    finally:
+        await drv.close()
+
+
+async def test_an_unreachable_libvirt_fails_the_connect(kvm_host: KvmHost) -> None:
+    drv = kvm_host.driver(libvirt_uri="test+tcp://127.0.0.1:1/default")
+    with pytest.raises(HostUnreachable):
+        await drv.connect()
+    with pytest.raises(HostUnreachable):
+        await drv.list_vms()
+    assert drv._aim is None  # the AIM's client was closed with it
+    await drv.close()
+
+
+async def test_a_hung_libvirt_host_does_not_delay_another(kvm_host: KvmHost) -> None:
+    """Libvirt that accepts and never answers: that driver's connect times out within its
+    timeout, while the driver of another host goes on answering quickly over libvirt."""
+    async with hung_libvirt() as uri:
+        hung = kvm_host.driver(libvirt_uri=uri, timeout=1.0)
+        other = kvm_host.driver()
+        await other.connect()
+        try:
+            assert other.domains.kind == "libvirt"
+            started = time.monotonic()
+            connecting = asyncio.ensure_future(hung.connect())
+            slowest = 0.0
+            while not connecting.done():
+                before = time.monotonic()
+                await other.list_vms()
+                slowest = max(slowest, time.monotonic() - before)
+                await asyncio.sleep(0.02)
+            with pytest.raises(HostUnreachable, match=r"no answer within 1\.0 s"):
+                await connecting
+            assert 1.0 <= time.monotonic() - started < 2.5
+            assert slowest < 0.5
+        finally:
+            await hung.close()
+            await other.close()
