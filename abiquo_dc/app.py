@@ -18,8 +18,10 @@ link flushes and closes, the bus closes).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -33,8 +35,8 @@ from abiquo_dc.hypervisors.registry import open_driver
 from abiquo_dc.hypervisors.simulator import SimulatedCloud
 from abiquo_dc.identity import datacenter_uuid
 from abiquo_dc.link import DatacenterLink
-from abiquo_dc.protocol.definitions import HypervisorConnection
-from abiquo_dc.settings import DCSettings
+from abiquo_dc.protocol.definitions import HypervisorConnection, HypervisorType
+from abiquo_dc.settings import DCSettings, KvmSettings
 from abiquo_dc.simulator_http import simulator_routes
 from abiquo_dc.ssm.service import StorageSystemManager
 from abiquo_dc.status import StatusReporter
@@ -202,13 +204,37 @@ class Datacenter:
 
 def driver_opener(settings: DCSettings, simulator: SimulatedCloud | None) -> Opener:
     """How the subsystems open a driver for a host, with the settings' options."""
+    kvm = settings.kvm
+    context = aim_tls_context(kvm)
 
     def open_(connection: HypervisorConnection) -> Driver:
+        options: dict[str, Any] = {
+            "domain_type": kvm.domain_type or None,
+            "vlan_interface": kvm.vlan_interface,
+            "bridge_prefix": kvm.bridge_prefix,
+            "ssl_context": context,
+            # None: the URI the host's AIM reports.
+            "libvirt_uri": kvm.libvirt_uri.format(address=connection.address) or None,
+        }
         return open_driver(
-            connection, simulator=simulator, timeout=settings.vfactory.driver_timeout
+            connection,
+            simulator=simulator,
+            timeout=settings.vfactory.driver_timeout,
+            options={HypervisorType.KVM: options, HypervisorType.XEN_3: options},
         )
 
     return open_
+
+
+def aim_tls_context(kvm: KvmSettings) -> ssl.SSLContext | None:
+    """The client side of TLS toward the AIMs, when the settings name a CA."""
+    if not kvm.aim_tls_ca:
+        return None
+    # The AIM's certificate must name the address the host was added with (an IP SAN).
+    context = ssl.create_default_context(cafile=kvm.aim_tls_ca)
+    if kvm.aim_tls_cert:
+        context.load_cert_chain(kvm.aim_tls_cert, kvm.aim_tls_key or None)
+    return context
 
 
 def build_datacenter(

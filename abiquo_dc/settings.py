@@ -46,12 +46,23 @@ class VirtualFactorySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields
 
 
 class KvmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """How the KVM and Xen drivers reach their hosts."""
+
     # The domain type written in the XML: "kvm" on real hosts; "qemu" where there is no
-    # KVM (software emulation), "test" for libvirt's test driver.
+    # KVM (software emulation), "test" for libvirt's test driver. Empty: the type's own.
     domain_type: str = ""
     # The hosts' NIC that carries the VLANs, and how their bridges are named.
     vlan_interface: str = "eth0"
     bridge_prefix: str = "abiquo_"
+    # Domain operations over libvirt at this URI, "{address}" replaced by the host's
+    # (e.g. "qemu+tls://{address}/system"). Empty: the URI each host's AIM reports, and
+    # through the AIM itself when it reports none.
+    libvirt_uri: str = ""
+    # TLS toward the AIMs: the CA their certificates are signed by, and the DC's own
+    # certificate and key (the AIMs verify clients). Empty: plain TCP.
+    aim_tls_ca: str = ""
+    aim_tls_cert: str = ""
+    aim_tls_key: str = ""
 
 
 class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from abiquo_dc.hypervisors.base import Driver, NotSupported
 from abiquo_dc.hypervisors.simulator import SimulatedCloud, SimulatorDriver
@@ -22,11 +24,13 @@ def open_driver(
     *,
     simulator: SimulatedCloud | None = None,
     timeout: float,
+    options: Mapping[HypervisorType, Mapping[str, Any]] | None = None,
 ) -> Driver:
     """A driver for `connection`, not yet connected (call connect()).
 
     With a SimulatedCloud (the settings enable the simulator) every type is simulated;
-    otherwise a type without a driver here raises NotSupported.
+    otherwise a type without a driver here raises NotSupported. `options`: keyword
+    arguments of the real drivers, by type (the settings' [kvm] for KVM and Xen).
     """
     if simulator is not None:
         return SimulatorDriver(connection, cloud=simulator, timeout=timeout)
@@ -43,5 +47,6 @@ def open_driver(
     driver_class = getattr(module, class_name, None)
     if driver_class is None:
         raise NotSupported(f"no driver for hypervisor type {connection.type}")
-    driver: Driver = driver_class(connection, timeout=timeout)
+    extra = (options or {}).get(connection.type, {})
+    driver: Driver = driver_class(connection, timeout=timeout, **extra)
     return driver

@@ -106,8 +106,8 @@ class JobJournal:
         self._queue: asyncio.Queue[tuple[_Op, asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.records: dict[str, TaskRecord] = {}
-        # The finished tasks' ids: recognised, never run again.
-        self.finished: set[str] = set()
+        # The finished tasks' ids, with when they finished: recognised, never run again.
+        self.finished: dict[str, float] = {}
         self.outbox: list[Pending] = []
         self.commits = 0
 
@@ -130,9 +130,11 @@ class JobJournal:
         db.executescript(_SCHEMA)
         cutoff = time.time() - self.retention
         db.execute("DELETE FROM tasks WHERE phase = ? AND updated < ?", (Phase.FINISHED, cutoff))
-        for task_id, body, phase in db.execute("SELECT task_id, body, phase FROM tasks"):
+        for task_id, body, phase, updated in db.execute(
+            "SELECT task_id, body, phase, updated FROM tasks"
+        ):
             if phase == Phase.FINISHED:
-                self.finished.add(task_id)
+                self.finished[task_id] = updated
                 continue
             self.records[task_id] = TaskRecord(task=_task_decoder.decode(body), phase=Phase(phase))
         for task_id, job_id, state in db.execute(
@@ -221,12 +223,31 @@ class JobJournal:
             if phase == Phase.FINISHED:
                 # Its jobs' states were told to central: only the task's id is kept.
                 db.execute("DELETE FROM jobs WHERE task_id = ?", (task_id,))
+                db.execute("UPDATE tasks SET body = x'' WHERE task_id = ?", (task_id,))
 
         await self._submit(op)
         record.phase = phase
         if phase == Phase.FINISHED:
             self.records.pop(task_id, None)
-            self.finished.add(task_id)
+            self.finished[task_id] = now
+
+    async def prune(self) -> int:
+        """Forget the tasks finished longer ago than the retention; returns how many."""
+        cutoff = time.time() - self.retention
+        old = [task_id for task_id, at in self.finished.items() if at < cutoff]
+        if not old:
+            return 0
+
+        def op(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "DELETE FROM tasks WHERE task_id = ? AND phase = ?",
+                [(task_id, Phase.FINISHED) for task_id in old],
+            )
+
+        await self._submit(op)
+        for task_id in old:
+            self.finished.pop(task_id, None)
+        return len(old)
 
     def confirmed(self, pending: Pending) -> None:
         """The broker has the notification: it leaves the outbox.

@@ -127,18 +127,16 @@ class VirtualFactory(Subsystem):
         # they go out first.
         await self._recovered.wait()
         running = self._running.get(task.task_id)
-        if running is None:
-            record = journal.records.get(task.task_id)
-            if record is None:
-                if task.task_id in journal.finished:
-                    self.log.info("task delivered again after it finished", task=task.task_id)
-                    return
-                record = await journal.begin(task)
-            # Else journaled and not running: its run failed for now (the journal could
-            # not be written); it goes on from where it was.
-            running = self._start(record)
-        else:
+        if running is not None:
             self.log.info("task delivered again while it runs", task=task.task_id)
+        elif task.task_id in journal.finished:
+            self.log.info("task delivered again after it finished", task=task.task_id)
+            return
+        else:
+            # Journaled and not running: its run failed for now (the journal could not be
+            # written); it goes on from where it was. Registered before any await, so a
+            # delivery of the same task at the same moment attaches to this run.
+            running = self._start(journal.records.get(task.task_id) or task)
         try:
             await asyncio.shield(running)
         except asyncio.CancelledError:
@@ -149,19 +147,27 @@ class VirtualFactory(Subsystem):
 
     # -- tasks ---------------------------------------------------------------------------
 
-    def _start(self, record: TaskRecord) -> asyncio.Future[None]:
-        task_id = record.task.task_id
-        future = self.tasks.spawn(self._run(record), name=f"task:{task_id}")
+    def _start(self, what: TaskRecord | VirtualFactoryTask) -> asyncio.Future[None]:
+        """Run a journaled task, or journal a new one and run it."""
+        task_id = what.task.task_id if isinstance(what, TaskRecord) else what.task_id
+        future = self.tasks.spawn(self._run(what), name=f"task:{task_id}")
         self._running[task_id] = future
         return future
 
-    async def _run(self, record: TaskRecord) -> None:
-        await self._recovered.wait()
-        assert self.runner is not None
+    async def _run(self, what: TaskRecord | VirtualFactoryTask) -> None:
         try:
+            if isinstance(what, TaskRecord):
+                record = what
+            else:
+                assert self.journal is not None
+                # Durable before any job acts.
+                record = await self.journal.begin(what)
+            await self._recovered.wait()
+            assert self.runner is not None
             await self.runner.run(record)
         finally:
-            self._running.pop(record.task.task_id, None)
+            task_id = what.task.task_id if isinstance(what, TaskRecord) else what.task_id
+            self._running.pop(task_id, None)
 
     async def _recover(self) -> None:
         """Send again what the journal holds unconfirmed, then let the tasks run."""
@@ -178,6 +184,8 @@ class VirtualFactory(Subsystem):
             await asyncio.sleep(IDLE_SWEEP)
             if self.pool is not None:
                 await self.pool.close_idle()
+            if self.journal is not None:
+                await self.journal.prune()
 
     def running(self) -> int:
         """Tasks running or waiting for their VM's turn."""

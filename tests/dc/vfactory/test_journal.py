@@ -81,3 +81,19 @@ async def test_a_journal_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
     journal = JobJournal(tmp_path / "file" / "j.sqlite")
     with pytest.raises(JournalError, match="cannot be opened"):
         await journal.open()
+
+
+async def test_finished_tasks_are_forgotten_after_their_retention(tmp_path: Path) -> None:
+    journal = JobJournal(tmp_path / "j.sqlite", retention=3600.0)
+    await journal.open()
+    old, recent = deploy(definition()), deploy(definition())
+    for t in (old, recent):
+        await journal.set_phase(await journal.begin(t), Phase.FINISHED)
+    journal.finished[old.task_id] -= 7200.0  # finished two hours ago
+    assert await journal.prune() == 1
+    assert not journal.known(old.task_id) and journal.known(recent.task_id)
+    await journal.close()
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        rows = db.execute("SELECT task_id, length(body) FROM tasks").fetchall()
+    # Of a finished task only its id is kept, not its body.
+    assert rows == [(recent.task_id, 0)]

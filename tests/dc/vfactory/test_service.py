@@ -20,6 +20,7 @@ from abiquo_dc.protocol.jobs import (
     ObservedState,
     Snapshot,
 )
+from abiquo_dc.vfactory.journal import TaskRecord
 from abiquo_runtime.errors import InvalidInput
 from tests.dc.vfactory.harness import (
     DATASTORE,
@@ -83,7 +84,17 @@ async def test_the_same_task_twice_at_once_runs_once(tmp_path: Path) -> None:
         h.cloud.host("10.0.0.1").delay("configure", 0.1)
         d = definition()
         t = deploy(d)
-        await asyncio.gather(h.run(t), h.run(t))
+        assert h.factory.runner is not None
+        runs: list[str] = []
+        run = h.factory.runner.run
+
+        async def counted(record: TaskRecord) -> None:
+            runs.append(record.task.task_id)
+            await run(record)
+
+        h.factory.runner.run = counted  # type: ignore[method-assign]
+        await asyncio.gather(h.run(t), h.run(t), h.run(t))
+        assert runs == [t.task_id]
         assert states(h.sent) == DEPLOYED
         assert list(h.cloud.host("10.0.0.1").vms) == [d.uuid]
 
