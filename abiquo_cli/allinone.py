@@ -24,7 +24,7 @@ from abiquo_central.settings import CentralSettings, DatabaseSettings
 from abiquo_central.tenants.seed import ensure_admin
 from abiquo_dc.app import build_datacenter
 from abiquo_dc.identity import datacenter_uuid
-from abiquo_dc.settings import DatacenterSettings, DCSettings
+from abiquo_dc.settings import DatacenterSettings, DCSettings, RedisSettings
 from abiquo_runtime.messaging.memory import MemoryBroker
 from abiquo_runtime.settings import HttpSettings, LogSettings, ShutdownSettings
 from abiquo_runtime.shutdown import Stage
@@ -99,6 +99,8 @@ class AllInOne:
                 ),
                 log=settings.log,
                 shutdown=settings.shutdown,
+                # The VSM's state in the process, as the broker and the database are.
+                redis=RedisSettings(url=""),
             ),
             transport=self.broker.connection("datacenter"),
             dc_uuid=self.dc_uuid,

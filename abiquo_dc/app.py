@@ -42,7 +42,9 @@ from abiquo_dc.ssm.service import StorageSystemManager
 from abiquo_dc.status import StatusReporter
 from abiquo_dc.subsystem import Subsystem
 from abiquo_dc.vfactory.service import VirtualFactory
+from abiquo_dc.vsm.redis_store import RedisStore
 from abiquo_dc.vsm.service import VirtualSystemMonitor
+from abiquo_dc.vsm.store import MemoryStore, VsmStore
 from abiquo_runtime.correlation import correlation
 from abiquo_runtime.httpserver import HttpServer
 from abiquo_runtime.messaging.transport import Transport
@@ -96,7 +98,15 @@ class Datacenter:
                 settings=settings.vfactory,
             ),
             StorageSystemManager(bus=self.bus, dc_uuid=dc_uuid),
-            VirtualSystemMonitor(bus=self.bus, dc_uuid=dc_uuid),
+            VirtualSystemMonitor(
+                bus=self.bus,
+                dc_uuid=dc_uuid,
+                store=vsm_store(settings, dc_uuid),
+                opener=driver_opener(settings, self.simulator, timeout=settings.vsm.driver_timeout),
+                publish=self.link.send,
+                state_dir=Path(settings.datacenter.state_dir),
+                settings=settings.vsm,
+            ),
         )
         self.app = web.Application(middlewares=[correlation_middleware])
         self.server = HttpServer(
@@ -202,9 +212,20 @@ class Datacenter:
         )
 
 
-def driver_opener(settings: DCSettings, simulator: SimulatedCloud | None) -> Opener:
+def vsm_store(settings: DCSettings, dc_uuid: str) -> Callable[[], VsmStore]:
+    """The VSM's store: Redis, or in this process when no URL is set (all-in-one)."""
+    redis = settings.redis
+    if not redis.url:
+        return MemoryStore
+    return lambda: RedisStore(redis.url, prefix=redis.prefix, dc_uuid=dc_uuid)
+
+
+def driver_opener(
+    settings: DCSettings, simulator: SimulatedCloud | None, *, timeout: float | None = None
+) -> Opener:
     """How the subsystems open a driver for a host, with the settings' options."""
     kvm = settings.kvm
+    call_timeout = timeout or settings.vfactory.driver_timeout
     context = aim_tls_context(kvm)
 
     def open_(connection: HypervisorConnection) -> Driver:
@@ -219,7 +240,7 @@ def driver_opener(settings: DCSettings, simulator: SimulatedCloud | None) -> Ope
         return open_driver(
             connection,
             simulator=simulator,
-            timeout=settings.vfactory.driver_timeout,
+            timeout=call_timeout,
             options={HypervisorType.KVM: options, HypervisorType.XEN_3: options},
         )
 

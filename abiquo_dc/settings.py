@@ -65,6 +65,32 @@ class KvmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     aim_tls_key: str = ""
 
 
+class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Where the VSM keeps its hosts, subscriptions and VM states. Empty: in this process
+    # (the all-in-one: nothing survives a restart).
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every key starts with it (several DCs, or tests, may share one Redis).
+    prefix: str = "abiquo:"
+
+
+class VsmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Hosts without an event stream are listed this often (seconds).
+    poll_interval: float = 30.0
+    # Every host is listed in full this often anyway, events or not.
+    resync_interval: float = 300.0
+    # A host unreachable this long has its VMs reported UNKNOWN.
+    grace: float = 60.0
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 30.0
+    # A VM gone from its host is reported DESTROYED after this long unless seen elsewhere.
+    move_window: float = 2.0
+    # Events waiting for RabbitMQ; past this, VMs are resent as they are once it is back.
+    buffer: int = 10_000
+    # How often Redis is checked for having been emptied.
+    check_interval: float = 5.0
+    driver_timeout: float = 30.0
+
+
 class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     datacenter: DatacenterSettings = msgspec.field(default_factory=DatacenterSettings)
     http: HttpSettings = msgspec.field(default_factory=lambda: HttpSettings(port=8009))
@@ -74,3 +100,5 @@ class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     simulator: SimulatorSettings = msgspec.field(default_factory=SimulatorSettings)
     vfactory: VirtualFactorySettings = msgspec.field(default_factory=VirtualFactorySettings)
     kvm: KvmSettings = msgspec.field(default_factory=KvmSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    vsm: VsmSettings = msgspec.field(default_factory=VsmSettings)

@@ -16,6 +16,21 @@ from abiquo_dc.protocol.envelope import M as M
 from abiquo_dc.protocol.envelope import Message as Message
 from abiquo_dc.protocol.envelope import stamped as stamped
 from abiquo_dc.protocol.jobs import JobNotification, VirtualFactoryTask
+from abiquo_dc.protocol.monitoring import (
+    InvalidateVm,
+    ListMonitoredHosts,
+    ListSubscriptions,
+    MonitoredHosts,
+    MonitorHost,
+    MonitoringDone,
+    MonitoringStateLost,
+    RepublishVm,
+    StopMonitoringHost,
+    Subscribe,
+    Subscriptions,
+    Unsubscribe,
+    VmStateChanged,
+)
 
 
 class ServiceState(StrEnum):
@@ -158,6 +173,29 @@ class HypervisorDetected(Message, tag="hypervisor_detected", frozen=True, kw_onl
 
 
 # What a datacenter accepts on its request queues, and what central reads from its queues.
-Inbound = CheckServices | DiscoverHosts | DetectHypervisor | VirtualFactoryTask
-Outbound = Heartbeat | SubsystemStateChanged | JobNotification
-Reply = ServicesStatus | RequestFailed | HostsDiscovered | HypervisorDetected
+Inbound = (
+    CheckServices
+    | DiscoverHosts
+    | DetectHypervisor
+    | VirtualFactoryTask
+    | MonitorHost
+    | StopMonitoringHost
+    | ListMonitoredHosts
+    | Subscribe
+    | Unsubscribe
+    | ListSubscriptions
+    | RepublishVm
+    | InvalidateVm
+)
+Outbound = (
+    Heartbeat | SubsystemStateChanged | JobNotification | VmStateChanged | MonitoringStateLost
+)
+Reply = (
+    ServicesStatus
+    | RequestFailed
+    | HostsDiscovered
+    | HypervisorDetected
+    | MonitoredHosts
+    | Subscriptions
+    | MonitoringDone
+)
