@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from abiquo_dc.hypervisors.base import Driver, PowerState, VmEvent, VmEventType
+from abiquo_dc.hypervisors.base import Driver, PowerState, VmEvent, VmEventType, VmNotFound
 from abiquo_dc.hypervisors.pool import Opener
 from abiquo_dc.protocol.definitions import HypervisorConnection
 from abiquo_dc.protocol.jobs import ObservedState
@@ -73,7 +73,6 @@ _STATES = {
     PowerState.UNKNOWN: ObservedState.UNKNOWN,
 }
 _EVENTS = {
-    VmEventType.CREATED: ObservedState.OFF,
     VmEventType.POWER_ON: ObservedState.ON,
     VmEventType.RESUMED: ObservedState.ON,
     VmEventType.POWER_OFF: ObservedState.OFF,
@@ -113,6 +112,10 @@ class HostMonitor:
         self._grace: asyncio.TimerHandle | None = None
         self.connected = False
         self.lost = False
+        # A listing and the events around it leave in the order they were seen: an event
+        # read while a listing is being taken goes after it (it may repeat what the listing
+        # says, never be overtaken by an older picture).
+        self._order = asyncio.Lock()
 
     @property
     def address(self) -> str:
@@ -186,10 +189,12 @@ class HostMonitor:
             waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(self._resync.wait())]
             if stream is not None:
                 waiters.append(stream)  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(
-                waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiters[0].cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiters[0].cancel()
             if stream is not None and stream in done:
                 stream.result()  # the stream's error ends the connection
                 raise TemporaryError(f"the event stream of {self.address} ended")
@@ -201,21 +206,32 @@ class HostMonitor:
         async for event in driver.events():
             if event.type is VmEventType.DESTROYED:
                 kind, state = Kind.GONE, ObservedState.ABSENT
+            elif event.type is VmEventType.CREATED:
+                # Made (or migrated in) in a state the event does not tell: asked.
+                try:
+                    vm = await driver.get_vm(event.uuid)
+                except VmNotFound:
+                    continue
+                kind, state = Kind.STATE, _STATES[vm.power_state]
             else:
                 kind, state = Kind.STATE, _EVENTS[event.type]
-            await self._emit(
-                Observation(
-                    kind=kind,
-                    host=self.address,
-                    vms=[Seen(event.uuid, event.name, state)],
-                    at=event.timestamp or now_ms(),
+            async with self._order:
+                await self._emit(
+                    Observation(
+                        kind=kind,
+                        host=self.address,
+                        vms=[Seen(event.uuid, event.name, state)],
+                        at=event.timestamp or now_ms(),
+                    )
                 )
-            )
 
     async def _listing(self, driver: Driver) -> None:
-        vms = await driver.list_vms()
-        seen = [Seen(vm.uuid, vm.name, _STATES[vm.power_state]) for vm in vms]
-        await self._emit(Observation(kind=Kind.LISTING, host=self.address, vms=seen, at=now_ms()))
+        async with self._order:
+            vms = await driver.list_vms()
+            seen = [Seen(vm.uuid, vm.name, _STATES[vm.power_state]) for vm in vms]
+            await self._emit(
+                Observation(kind=Kind.LISTING, host=self.address, vms=seen, at=now_ms())
+            )
 
     # -- the grace period ----------------------------------------------------------------
 

@@ -56,6 +56,14 @@ end
 """
 
 
+def _raise_if_cancelled() -> None:
+    """redis-py may swallow a cancel that lands while it connects; the task still says
+    it is being cancelled, and this makes the cancel take effect."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _known(raw: bytes | None) -> Known | None:
     if raw is None:
         return None
@@ -92,9 +100,11 @@ class RedisStore:
 
     async def _do(self, coro: Any) -> Any:
         try:
-            return await coro
+            result = await coro
         except RedisError as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
+        _raise_if_cancelled()
+        return result
 
     async def alive(self) -> bool:
         return bool(await self._do(self._r.exists(self.ns + "epoch")))
@@ -169,13 +179,9 @@ class RedisStore:
         pubsub = self._r.pubsub(ignore_subscribe_messages=True)
         try:
             await self._do(pubsub.subscribe(self.ns + "raw"))
-            task = asyncio.current_task()
             while True:
-                # redis-py may swallow a cancel that lands while it connects: the task
-                # then says it is being cancelled, and the wait below is bounded so that
-                # this is seen.
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError
+                # The wait below is bounded so that a swallowed cancel is seen.
+                _raise_if_cancelled()
                 try:
                     message = await pubsub.get_message(timeout=1.0)
                 except RedisError as exc:

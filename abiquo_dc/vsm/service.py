@@ -47,7 +47,7 @@ from abiquo_dc.protocol.monitoring import (
 from abiquo_dc.settings import VsmSettings
 from abiquo_dc.subsystem import Subsystem
 from abiquo_dc.vsm import monitor as observations
-from abiquo_dc.vsm.credentials import HostVault
+from abiquo_dc.vsm.credentials import HostVault, UnreadableHost
 from abiquo_dc.vsm.monitor import HostMonitor, MonitorTimings, Observation
 from abiquo_dc.vsm.notifier import Notifier
 from abiquo_dc.vsm.store import VsmStore
@@ -87,6 +87,9 @@ class VirtualSystemMonitor(Subsystem):
         self._unserve: list[Unsubscribe] = []
         # Hosts whose observations could not be published (the store was away).
         self._missed: set[str] = set()
+        # Hosts are added, replaced and removed one change at a time: two at once on one
+        # address would leave a monitor running that nobody holds.
+        self._hosts_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -106,8 +109,16 @@ class VirtualSystemMonitor(Subsystem):
         self.tasks.spawn(self._listen(), name="channel", forever=True)
         self.tasks.spawn(self.notifier.run_sender(), name="sender", forever=True)
         if await store.alive():
-            for blob in (await store.hosts()).values():
-                self._start_monitor(self.vault.decrypt(blob))
+            for address, blob in (await store.hosts()).items():
+                try:
+                    host = self.vault.decrypt(blob)
+                except UnreadableHost as exc:
+                    # One host the key does not open must not stop the others' monitoring.
+                    self.log.error(
+                        "monitored host unreadable; skipped", host=address, error=str(exc)
+                    )
+                    continue
+                self._start_monitor(host)
         else:
             await self._state_lost()
         self.tasks.spawn(self._watchdog(), name="watchdog", forever=True)
@@ -151,22 +162,25 @@ class VirtualSystemMonitor(Subsystem):
         store, _, vault = self._parts()
         if not host.address:
             raise InvalidInput("a host needs an address")
-        await store.put_host(host.address, vault.encrypt(host))
-        old = self.monitors.pop(host.address, None)
-        if old is not None:
-            await old.stop()
-        self._start_monitor(host)
+        async with self._hosts_lock:
+            await store.put_host(host.address, vault.encrypt(host))
+            old = self.monitors.pop(host.address, None)
+            if old is not None:
+                await old.stop()
+            self._start_monitor(host)
 
     async def stop_monitoring(self, address: str) -> bool:
         store, _, _ = self._parts()
-        removed = await store.remove_host(address)
-        monitor = self.monitors.pop(address, None)
-        if monitor is not None:
-            await monitor.stop()
+        async with self._hosts_lock:
+            removed = await store.remove_host(address)
+            monitor = self.monitors.pop(address, None)
+            if monitor is not None:
+                await monitor.stop()
         return removed or monitor is not None
 
     def hosts(self) -> list[MonitoredHost]:
         """The monitored hosts, credentials left out."""
+        self._parts()
         return [
             MonitoredHost(address=m.host.address, type=m.host.type, port=m.host.port)
             for m in self.monitors.values()
