@@ -91,6 +91,35 @@ class VsmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     driver_timeout: float = 30.0
 
 
+class RepositorySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The template repository the DC's hosts share (an NFS mount in production)."""
+
+    path: str = "/opt/vm_repository"
+    # A file at its root that says the mount is there (an unmounted NFS point is an
+    # empty directory that must not be written to).
+    mark_file: str = ".abiquo_repository"
+
+
+class AmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The largest upload taken (bytes).
+    max_upload_bytes: int = 64 * 1024**3
+    # The largest OVF envelope or catalogue read (bytes).
+    max_document_bytes: int = 4 * 1024**2
+    # Downloads at once, and how often one cut off is resumed before it is an ERROR.
+    max_downloads: int = 4
+    download_attempts: int = 5
+    download_timeout: float = 60.0
+    # Catalogues (ovfindex.xml) listed by GET /am/erepos/{ent}/templates?catalogue=URL
+    # must be under one of these URL prefixes; empty: any.
+    allowed_catalogues: list[str] = msgspec.field(default_factory=list)
+
+
+class BpmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # qemu-img, and how long one conversion may take (seconds).
+    qemu_img: str = "qemu-img"
+    conversion_timeout: float = 6 * 3600.0
+
+
 class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     datacenter: DatacenterSettings = msgspec.field(default_factory=DatacenterSettings)
     http: HttpSettings = msgspec.field(default_factory=lambda: HttpSettings(port=8009))
@@ -102,3 +131,6 @@ class DCSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kvm: KvmSettings = msgspec.field(default_factory=KvmSettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     vsm: VsmSettings = msgspec.field(default_factory=VsmSettings)
+    repository: RepositorySettings = msgspec.field(default_factory=RepositorySettings)
+    am: AmSettings = msgspec.field(default_factory=AmSettings)
+    bpm: BpmSettings = msgspec.field(default_factory=BpmSettings)

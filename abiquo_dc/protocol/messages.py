@@ -31,6 +31,10 @@ from abiquo_dc.protocol.monitoring import (
     Unsubscribe,
     VmStateChanged,
 )
+from abiquo_dc.protocol.templates import (
+    CancelConversion,
+    ConvertTemplateDisk,
+)
 
 
 class ServiceState(StrEnum):
@@ -186,6 +190,8 @@ Inbound = (
     | ListSubscriptions
     | RepublishVm
     | InvalidateVm
+    | ConvertTemplateDisk
+    | CancelConversion
 )
 Outbound = (
     Heartbeat | SubsystemStateChanged | JobNotification | VmStateChanged | MonitoringStateLost
