@@ -92,15 +92,23 @@ class Notifier:
                     await self._gone(observation.host, seen.uuid, at)
             case Kind.LISTING:
                 listed = {seen.uuid for seen in observation.vms}
-                for seen in observation.vms:
-                    await self._state(observation.host, seen, at)
+                # One round trip for the whole host; most of a listing is no news.
+                looked = await self.store.lookup_many([seen.uuid for seen in observation.vms])
+                for seen, pair in zip(observation.vms, looked, strict=True):
+                    await self._state(observation.host, seen, at, pair)
                 for uuid in (await self.store.known_on(observation.host)).keys() - listed:
                     await self._gone(observation.host, uuid, at)
             case Kind.HOST_LOST:
                 await self._host_lost(observation.host, at)
 
-    async def _state(self, host: str, seen: Seen, at: datetime) -> None:
-        sub, known = await self.store.lookup(seen.uuid)
+    async def _state(
+        self,
+        host: str,
+        seen: Seen,
+        at: datetime,
+        looked: tuple[Subscription | None, Known | None] | None = None,
+    ) -> None:
+        sub, known = looked or await self.store.lookup(seen.uuid)
         if sub is None:
             self.dropped += 1
             return

@@ -72,10 +72,14 @@ def _known(raw: bytes | None) -> Known | None:
 
 
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str, dc_uuid: str) -> None:
+    def __init__(self, url: str, *, prefix: str, dc_uuid: str, max_connections: int = 16) -> None:
+        """`max_connections`: callers beyond it wait for a connection (never fail)."""
         self.url = url
         self.ns = f"{prefix}vsm:{dc_uuid}:"
+        self.max_connections = max_connections
         self._redis: redis.Redis | None = None
+        self._set_known: Any = None
+        self._forget: Any = None
 
     @property
     def _r(self) -> redis.Redis:
@@ -84,9 +88,20 @@ class RedisStore:
         return self._redis
 
     async def open(self) -> None:
-        self._redis = redis.Redis.from_url(
-            self.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+        # A blocking pool: a burst of callers waits for a connection instead of failing
+        # with "too many connections", and the DC holds a few, not one per host.
+        pool = redis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.max_connections,
+            timeout=10,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=15,
         )
+        self._redis = redis.Redis(connection_pool=pool)
+        # Sent once, then called by their digest (EVALSHA).
+        self._set_known = self._redis.register_script(_SET_KNOWN)
+        self._forget = self._redis.register_script(_FORGET)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -96,7 +111,7 @@ class RedisStore:
     async def close(self) -> None:
         client, self._redis = self._redis, None
         if client is not None:
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
 
     async def _do(self, coro: Any) -> Any:
         try:
@@ -146,23 +161,39 @@ class RedisStore:
         sub, known = await self._do(pipe.execute())
         return (_sub_decoder.decode(sub) if sub is not None else None), _known(known)
 
+    async def lookup_many(
+        self, vm_uuids: list[str]
+    ) -> list[tuple[Subscription | None, Known | None]]:
+        if not vm_uuids:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hmget(self.ns + "subs", vm_uuids)
+        pipe.hmget(self.ns + "known", vm_uuids)
+        subs, known = await self._do(pipe.execute())
+        return [
+            (_sub_decoder.decode(s) if s is not None else None, _known(k))
+            for s, k in zip(subs, known, strict=True)
+        ]
+
     async def set_known(self, vm_uuid: str, known: Known) -> None:
         # One script: the hash and the per-host index change together (a VM that moved
         # leaves its old host's set).
         await self._do(
-            self._r.eval(
-                _SET_KNOWN,
-                2,
-                self.ns + "known",
-                self.ns + "on:",
-                vm_uuid,
-                f"{known.state} {known.host}",
-                known.host,
+            self._script(self._set_known)(
+                keys=[self.ns + "known", self.ns + "on:"],
+                args=[vm_uuid, f"{known.state} {known.host}", known.host],
             )
         )
 
     async def forget(self, vm_uuid: str) -> None:
-        await self._do(self._r.eval(_FORGET, 2, self.ns + "known", self.ns + "on:", vm_uuid))
+        await self._do(
+            self._script(self._forget)(keys=[self.ns + "known", self.ns + "on:"], args=[vm_uuid])
+        )
+
+    def _script(self, script: Any) -> Any:
+        if self._redis is None or script is None:
+            raise StoreUnavailable("the VSM's Redis is not open")
+        return script
 
     async def known_on(self, host: str) -> dict[str, Known]:
         uuids = sorted(u.decode() for u in await self._do(self._r.smembers(self.ns + "on:" + host)))
@@ -174,6 +205,12 @@ class RedisStore:
 
     async def publish(self, payload: bytes) -> None:
         await self._do(self._r.publish(self.ns + "raw", payload))
+
+    async def publish_many(self, payloads: list[bytes]) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        for payload in payloads:
+            pipe.publish(self.ns + "raw", payload)
+        await self._do(pipe.execute())
 
     async def listen(self) -> AsyncIterator[bytes]:
         pubsub = self._r.pubsub(ignore_subscribe_messages=True)

@@ -56,6 +56,9 @@ from abiquo_runtime.errors import InvalidInput, NotFound, TemporaryError
 
 Publish = Callable[[Message], Awaitable[None]]
 KEY_FILE = "vsm.key"
+# Observations on their way to the store's channel: past this, monitors wait.
+OBSERVATION_BACKLOG = 10_000
+OBSERVATION_BATCH = 500
 
 
 class VirtualSystemMonitor(Subsystem):
@@ -90,6 +93,7 @@ class VirtualSystemMonitor(Subsystem):
         # Hosts are added, replaced and removed one change at a time: two at once on one
         # address would leave a monitor running that nobody holds.
         self._hosts_lock = asyncio.Lock()
+        self._outgoing: asyncio.Queue[Observation] = asyncio.Queue(OBSERVATION_BACKLOG)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -106,6 +110,8 @@ class VirtualSystemMonitor(Subsystem):
             buffer_size=s.buffer,
             move_window=s.move_window,
         )
+        self._outgoing = asyncio.Queue(OBSERVATION_BACKLOG)
+        self.tasks.spawn(self._write_observations(), name="observations", forever=True)
         self.tasks.spawn(self._listen(), name="channel", forever=True)
         self.tasks.spawn(self.notifier.run_sender(), name="sender", forever=True)
         if await store.alive():
@@ -281,17 +287,29 @@ class VirtualSystemMonitor(Subsystem):
             monitor.resync()
 
     async def _emit(self, observation: Observation) -> None:
-        store = self.store
-        try:
-            if store is None:
-                raise VsmNotRunning("the VSM is stopping")
-            await store.publish(observations.encode(observation))
-        except TemporaryError as exc:
-            # Not the host's fault: its monitor goes on; it lists again once the store is
-            # back (the watchdog sees to it).
-            if observation.host not in self._missed:
-                self.log.warning("observation lost; host to be listed again", error=exc.message)
-            self._missed.add(observation.host)
+        # Monitors hand their observations to one writer: a thousand hosts reporting at
+        # once make a few pipelined round trips on one connection, in the order seen.
+        await self._outgoing.put(observation)
+
+    async def _write_observations(self) -> None:
+        while True:
+            batch = [await self._outgoing.get()]
+            while not self._outgoing.empty() and len(batch) < OBSERVATION_BATCH:
+                batch.append(self._outgoing.get_nowait())
+            store = self.store
+            try:
+                if store is None:
+                    raise VsmNotRunning("the VSM is stopping")
+                await store.publish_many([observations.encode(o) for o in batch])
+            except TemporaryError as exc:
+                # Not the hosts' fault: their monitors go on; they list again once the
+                # store is back (the watchdog sees to it).
+                hosts = {o.host for o in batch}
+                if not hosts <= self._missed:
+                    self.log.warning(
+                        "observations lost; hosts to be listed again", error=exc.message
+                    )
+                self._missed.update(hosts)
 
     async def _listen(self) -> None:
         backoff = Backoff(initial=self.settings.reconnect_initial, maximum=5.0)

@@ -61,6 +61,12 @@ class VsmStore(Protocol):
         """The VM's subscription and its last known state, in one round trip."""
         ...
 
+    async def lookup_many(
+        self, vm_uuids: list[str]
+    ) -> list[tuple[Subscription | None, Known | None]]:
+        """`lookup` for each, in one round trip."""
+        ...
+
     async def set_known(self, vm_uuid: str, known: Known) -> None:
         """Record the VM's state and host (and move it in the per-host index)."""
         ...
@@ -74,6 +80,10 @@ class VsmStore(Protocol):
     # -- the monitors' channel -----------------------------------------------------------
 
     async def publish(self, payload: bytes) -> None: ...
+
+    async def publish_many(self, payloads: list[bytes]) -> None:
+        """Publish each, in order, in one round trip."""
+        ...
 
     def listen(self) -> AsyncIterator[bytes]:
         """What is published from now on, until close(); TemporaryError when the
@@ -137,6 +147,11 @@ class MemoryStore:
     async def lookup(self, vm_uuid: str) -> tuple[Subscription | None, Known | None]:
         return self._subs.get(vm_uuid), self._known.get(vm_uuid)
 
+    async def lookup_many(
+        self, vm_uuids: list[str]
+    ) -> list[tuple[Subscription | None, Known | None]]:
+        return [(self._subs.get(u), self._known.get(u)) for u in vm_uuids]
+
     async def set_known(self, vm_uuid: str, known: Known) -> None:
         self._known[vm_uuid] = known
 
@@ -149,6 +164,10 @@ class MemoryStore:
     async def publish(self, payload: bytes) -> None:
         for queue in self._listeners:
             queue.put_nowait(payload)
+
+    async def publish_many(self, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            await self.publish(payload)
 
     async def listen(self) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
