@@ -86,7 +86,13 @@ class Datacenter:
         )
         self.subsystems: tuple[Subsystem, ...] = (
             ApplianceManager(bus=self.bus, dc_uuid=dc_uuid),
-            BusinessProcessManager(bus=self.bus, dc_uuid=dc_uuid),
+            BusinessProcessManager(
+                bus=self.bus,
+                dc_uuid=dc_uuid,
+                repository=settings.repository,
+                settings=settings.bpm,
+                state_dir=Path(settings.datacenter.state_dir),
+            ),
             DiscoveryManager(bus=self.bus, dc_uuid=dc_uuid, simulator=self.simulator),
             VirtualFactory(
                 bus=self.bus,
