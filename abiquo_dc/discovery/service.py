@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import msgspec
 from aiohttp import web
 
 from abiquo_dc.bus import Bus, Unsubscribe
@@ -40,6 +39,7 @@ from abiquo_dc.discovery.discover import (
 )
 from abiquo_dc.hypervisors.base import AuthenticationFailed, NotSupported
 from abiquo_dc.hypervisors.simulator import SimulatedCloud
+from abiquo_dc.jsonhttp import error_response, json_response, status_for
 from abiquo_dc.protocol.definitions import Credentials, HypervisorConnection
 from abiquo_dc.protocol.messages import (
     DetectHypervisor,
@@ -51,32 +51,15 @@ from abiquo_dc.protocol.messages import (
 )
 from abiquo_dc.subsystem import Subsystem
 from abiquo_runtime.backoff import Backoff
-from abiquo_runtime.errors import AbiquoError, InvalidInput, NotFound, TemporaryError
+from abiquo_runtime.errors import AbiquoError, InvalidInput, NotFound
 
-_JSON = "application/json"
+# The nodecollector's own statuses, as Abiquo answered them; the hypervisor's failures
+# of its own are a bad gateway.
+_STATUSES = ((AuthenticationFailed, 401), (NotSupported, 501))
 
 
 def _status(exc: AbiquoError) -> int:
-    if isinstance(exc, InvalidInput):
-        return 400
-    if isinstance(exc, AuthenticationFailed):
-        return 401
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, NotSupported):
-        return 501
-    if isinstance(exc, TemporaryError):
-        return 503
-    return 502
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    body = msgspec.json.encode({"code": code, "message": message})
-    return web.Response(status=status, body=body, content_type=_JSON)
-
-
-def _json(value: object) -> web.Response:
-    return web.Response(body=msgspec.json.encode(value), content_type=_JSON)
+    return status_for(exc, _STATUSES, default=502)
 
 
 class DiscoveryManager(Subsystem):
@@ -156,7 +139,7 @@ class DiscoveryManager(Subsystem):
         try:
             address = parse_address(request.match_info["ip"])
         except AbiquoError as exc:
-            return _error(_status(exc), exc.code, exc.message)
+            return error_response(_status(exc), exc.code, exc.message)
         found = await detect_type(address, timeout=self.timeout, simulator=self.simulator)
         if found is None:
             return web.Response(status=404, text=f"no hypervisor answers at {address}")
@@ -186,8 +169,8 @@ class DiscoveryManager(Subsystem):
             connection = await self._connection(request)
             info = await discover_host(connection, simulator=self.simulator, timeout=self.timeout)
         except AbiquoError as exc:
-            return _error(_status(exc), exc.code, exc.message)
-        return _json(to_discovered(connection.address, info))
+            return error_response(_status(exc), exc.code, exc.message)
+        return json_response(to_discovered(connection.address, info))
 
     async def http_virtualsystem(self, request: web.Request) -> web.Response:
         uuid = request.query.get("uuid", "")
@@ -198,14 +181,14 @@ class DiscoveryManager(Subsystem):
             connection = await self._connection(request)
             vms = await discover_vms(connection, simulator=self.simulator, timeout=self.timeout)
         except AbiquoError as exc:
-            return _error(_status(exc), exc.code, exc.message)
+            return error_response(_status(exc), exc.code, exc.message)
         if not (uuid or name):
-            return _json(vms)
+            return json_response(vms)
         for vm in vms:
             if (uuid and vm.uuid == uuid) or (name and vm.name == name):
-                return _json(vm)
+                return json_response(vm)
         what = f"uuid {uuid}" if uuid else f"name {name!r}"
-        return _error(404, "HV-VM-NOT-FOUND", f"no VM with {what} on {connection.address}")
+        return error_response(404, "HV-VM-NOT-FOUND", f"no VM with {what} on {connection.address}")
 
 
 def _parse_port(text: str) -> int:

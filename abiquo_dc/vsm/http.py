@@ -33,31 +33,23 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import msgspec
 from aiohttp import web
 
+from abiquo_dc.jsonhttp import answering, decode_body, json_response
 from abiquo_dc.protocol.definitions import Credentials, HypervisorType
 from abiquo_dc.protocol.jobs import ObservedState
 from abiquo_dc.protocol.messages import ServiceState
 from abiquo_dc.protocol.monitoring import MonitoredHost, Subscription
 from abiquo_dc.vsm.service import VirtualSystemMonitor, VsmNotRunning
 from abiquo_runtime.errors import (
-    AbiquoError,
-    Conflict,
     InvalidInput,
-    LimitExceeded,
     NotFound,
-    TemporaryError,
 )
 
-T = TypeVar("T")
-Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-_JSON = "application/json"
 _HOST_FIELDS = ("address", "type", "port", "user", "password")
 # A DNS name (RFC 1123): dot-separated labels of letters, digits and inner hyphens.
 _HOSTNAME = re.compile(
@@ -110,51 +102,7 @@ _UUIDS = msgspec.json.Decoder(list[str])
 # -- answers and errors --------------------------------------------------------------------
 
 
-def _status(exc: AbiquoError) -> int:
-    if isinstance(exc, InvalidInput):
-        return 400
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict | LimitExceeded):
-        return 409
-    if isinstance(exc, TemporaryError):
-        return 503
-    return 500
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    body = msgspec.json.encode({"code": code, "message": message})
-    return web.Response(status=status, body=body, content_type=_JSON)
-
-
-def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=msgspec.json.encode(value), content_type=_JSON, headers=headers
-    )
-
-
-def _answering(handler: Handler) -> Handler:
-    """The handler, with the errors of the taxonomy turned into JSON answers."""
-
-    async def answer(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except AbiquoError as exc:
-            return _error(_status(exc), exc.code, exc.message)
-
-    return answer
-
-
 # -- input ---------------------------------------------------------------------------------
-
-
-def _decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}") from None
 
 
 def parse_address(text: str) -> str:
@@ -197,7 +145,7 @@ def _query_port(text: str | None) -> int | None:
 
 
 def host_from_body(body: bytes) -> MonitoredHost:
-    given = _decode(body, _HOST)
+    given = decode_body(body, _HOST)
     return MonitoredHost(
         address=parse_address(given.address),
         type=parse_type(given.type),
@@ -219,7 +167,7 @@ def host_from_query(query: Mapping[str, str]) -> MonitoredHost:
 def subscriptions_from_body(body: bytes) -> list[Subscription]:
     if not body.strip():
         raise InvalidInput("the body must be a subscription or a JSON list of them")
-    given = _decode(body, _SUBSCRIPTIONS)
+    given = decode_body(body, _SUBSCRIPTIONS)
     items = given if isinstance(given, list) else [given]
     if not items:
         raise InvalidInput("no subscriptions given")
@@ -245,7 +193,7 @@ def subscriptions_from_body(body: bytes) -> list[Subscription]:
 def uuids_from_body(body: bytes) -> list[str]:
     if not body.strip():
         raise InvalidInput("the body must be a JSON list of VM uuids")
-    uuids = _decode(body, _UUIDS)
+    uuids = decode_body(body, _UUIDS)
     if not uuids:
         raise InvalidInput("no VM uuids given")
     if not all(uuids):
@@ -269,7 +217,7 @@ def vsm_routes(vsm: VirtualSystemMonitor) -> list[web.RouteDef]:
         # "none" then would be a lie.
         if vsm.state is not ServiceState.RUNNING:
             raise VsmNotRunning(f"the VSM is {vsm.state.value}")
-        return _json([view(host) for host in vsm.hosts()])
+        return json_response([view(host) for host in vsm.hosts()])
 
     async def monitor_host(request: web.Request) -> web.Response:
         body = await request.read()
@@ -281,7 +229,7 @@ def vsm_routes(vsm: VirtualSystemMonitor) -> list[web.RouteDef]:
             host = host_from_query(request.query)
         await vsm.monitor_host(host)
         location = f"{hosts_path}/{quote(host.address, safe=':')}"
-        return _json(view(host), status=201, headers={"Location": location})
+        return json_response(view(host), status=201, headers={"Location": location})
 
     async def stop_monitoring(request: web.Request) -> web.Response:
         address = request.match_info["id"]
@@ -298,11 +246,11 @@ def vsm_routes(vsm: VirtualSystemMonitor) -> list[web.RouteDef]:
         return web.Response(status=204)
 
     async def list_subscriptions(request: web.Request) -> web.Response:
-        return _json(await vsm.subscriptions())
+        return json_response(await vsm.subscriptions())
 
     async def subscribe(request: web.Request) -> web.Response:
         subscriptions = subscriptions_from_body(await request.read())
-        return _json(Count(count=await vsm.subscribe(subscriptions)), status=201)
+        return json_response(Count(count=await vsm.subscribe(subscriptions)), status=201)
 
     async def unsubscribe(vm_uuids: list[str]) -> web.Response:
         if not await vsm.unsubscribe(vm_uuids):
@@ -318,13 +266,13 @@ def vsm_routes(vsm: VirtualSystemMonitor) -> list[web.RouteDef]:
 
     vm_path = f"{hosts_path}/{{id}}/virtualmachine/{{name}}"
     return [
-        web.get(hosts_path, _answering(list_hosts)),
-        web.post(hosts_path, _answering(monitor_host)),
-        web.delete(f"{hosts_path}/{{id}}", _answering(stop_monitoring)),
-        web.get(vm_path, _answering(republish)),
-        web.delete(vm_path, _answering(invalidate)),
-        web.get(subscriptions_path, _answering(list_subscriptions)),
-        web.post(subscriptions_path, _answering(subscribe)),
-        web.delete(subscriptions_path, _answering(unsubscribe_many)),
-        web.delete(f"{subscriptions_path}/{{vm_uuid}}", _answering(unsubscribe_one)),
+        web.get(hosts_path, answering(list_hosts)),
+        web.post(hosts_path, answering(monitor_host)),
+        web.delete(f"{hosts_path}/{{id}}", answering(stop_monitoring)),
+        web.get(vm_path, answering(republish)),
+        web.delete(vm_path, answering(invalidate)),
+        web.get(subscriptions_path, answering(list_subscriptions)),
+        web.post(subscriptions_path, answering(subscribe)),
+        web.delete(subscriptions_path, answering(unsubscribe_many)),
+        web.delete(f"{subscriptions_path}/{{vm_uuid}}", answering(unsubscribe_one)),
     ]

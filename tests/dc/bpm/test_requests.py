@@ -129,7 +129,8 @@ async def test_a_bad_request_is_answered_failed_with_its_code(
     code: str,
 ) -> None:
     if prepare is not None:
-        prepare(root)
+        # In a thread: it may run qemu-img, which would hold the loop.
+        await asyncio.to_thread(prepare, root)
     async with running_bpm(root) as h:
         await h.ask("bad-1", source, source_format, target_format)
         note = await h.ended("bad-1")
@@ -229,7 +230,9 @@ async def _request(h: Harness, message: ConvertDisk) -> DiskConverted:
 
 async def test_convert_disk_is_answered_once_the_disk_exists(root: Path) -> None:
     async with running_bpm(root) as h:
-        vmdk = make(root / RAW, DiskFormat.VMDK_STREAM_OPTIMIZED, root / "1/t/disk.vmdk")
+        vmdk = await asyncio.to_thread(
+            make, root / RAW, DiskFormat.VMDK_STREAM_OPTIMIZED, root / "1/t/disk.vmdk"
+        )
         ask = convert_disk(
             "1/t/disk.vmdk",
             DiskFormat.VMDK_STREAM_OPTIMIZED,
