@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +23,13 @@ from abiquo_central.db.migrate import upgrade
 from abiquo_central.infrastructure.datacenters import ensure_datacenter
 from abiquo_central.settings import CentralSettings, DatabaseSettings
 from abiquo_central.tenants.seed import ensure_admin
+from abiquo_dc.am.ovf import OvfDisk, OvfFile, render_envelope, safe_relative
+from abiquo_dc.am.qemu import create_image
 from abiquo_dc.app import build_datacenter
 from abiquo_dc.identity import datacenter_uuid
+from abiquo_dc.protocol.definitions import DiskFormat
 from abiquo_dc.settings import DatacenterSettings, DCSettings, RedisSettings
+from abiquo_dc.settings import RepositorySettings as DcRepositorySettings
 from abiquo_runtime.messaging.memory import MemoryBroker
 from abiquo_runtime.settings import HttpSettings, LogSettings, ShutdownSettings
 from abiquo_runtime.shutdown import Stage
@@ -32,6 +37,11 @@ from aim.server import AimServer
 from aim.settings import AimSettings, LibvirtSettings, ListenSettings, RepositorySettings
 
 DEMO_HOST = Path(__file__).with_name("demo-host.xml")
+# The demo template, in enterprise 1's repository: an empty 64 MiB qcow2 disk, enough
+# for a VM to be deployed out of the box.
+DEMO_ENTERPRISE = "1"
+DEMO_DIR = "demo-tiny"
+DEMO_DISK_BYTES = 64 * 1024**2
 
 
 class AllInOneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -101,6 +111,10 @@ class AllInOne:
                 shutdown=settings.shutdown,
                 # The VSM's state in the process, as the broker and the database are.
                 redis=RedisSettings(url=""),
+                # The repository the demo host's AIM reads too.
+                repository=DcRepositorySettings(
+                    path=str(self.repository), mark_file=self.aim.settings.repository.mark_file
+                ),
             ),
             transport=self.broker.connection("datacenter"),
             dc_uuid=self.dc_uuid,
@@ -116,6 +130,7 @@ class AllInOne:
         mark = self.repository / self.aim.settings.repository.mark_file
         if not mark.exists():
             mark.touch()
+        await ensure_demo_template(self.repository)
         # Migrations are synchronous (alembic): off the loop.
         await asyncio.to_thread(upgrade, self.database_url)
         engine = self.central.engine
@@ -147,6 +162,53 @@ class AllInOne:
                     stage.add(f"{program} {name}", step)
             merged.append(stage)
         return merged
+
+
+async def ensure_demo_template(repository: Path) -> Path | None:
+    """The demo template in enterprise 1's repository, made once: its directory, or None
+    when qemu-img is missing (the all-in-one runs without it, and says so).
+
+    It is built beside its place and renamed into it, so a start that is cut short leaves
+    no half template behind; the AM finds it when it scans the repository at start.
+    """
+    enterprise = repository / DEMO_ENTERPRISE
+    final = enterprise / DEMO_DIR
+    if await asyncio.to_thread(final.is_dir):
+        return final
+    if shutil.which("qemu-img") is None:
+        structlog.get_logger("abiquo.all-in-one").warning(
+            "no demo template: qemu-img is not installed (apt-get install qemu-utils)"
+        )
+        return None
+    building = enterprise / ".incoming" / f"{DEMO_DIR}-{os.getpid()}"
+    await asyncio.to_thread(shutil.rmtree, building, True)
+    await asyncio.to_thread(building.mkdir, 0o755, True)
+    disk = building / f"{DEMO_DIR}.qcow2"
+    await create_image(disk, fmt="qcow2", size=DEMO_DISK_BYTES)
+    size = (await asyncio.to_thread(disk.stat)).st_size
+    envelope = render_envelope(
+        name="Demo (tiny)",
+        description="An empty 64 MiB disk to try deployments with",
+        files=[OvfFile(id="file1", href=disk.name, path=safe_relative(disk.name), size=size)],
+        disks=[
+            OvfDisk(
+                disk_id="disk1",
+                file_id="file1",
+                capacity_bytes=DEMO_DISK_BYTES,
+                format=DiskFormat.QCOW2_SPARSE,
+            )
+        ],
+        cpu=1,
+        ram_mb=64,
+        category="Demo",
+    )
+    await asyncio.to_thread((building / f"{DEMO_DIR}.ovf").write_bytes, envelope)
+    try:
+        await asyncio.to_thread(building.rename, final)
+    except OSError:
+        # Made meanwhile by another start over the same state directory.
+        await asyncio.to_thread(shutil.rmtree, building, True)
+    return final
 
 
 def announce(aio: AllInOne, out: TextIO | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from abiquo_dc.am.service import ApplianceManager
+from abiquo_dc.am.status import status_store
 from abiquo_dc.bpm.service import BusinessProcessManager
 from abiquo_dc.bus import Bus
 from abiquo_dc.discovery.service import DiscoveryManager
@@ -85,7 +86,13 @@ class Datacenter:
             handler_timeout=settings.datacenter.handler_timeout,
         )
         self.subsystems: tuple[Subsystem, ...] = (
-            ApplianceManager(bus=self.bus, dc_uuid=dc_uuid),
+            ApplianceManager(
+                bus=self.bus,
+                dc_uuid=dc_uuid,
+                repository=settings.repository,
+                settings=settings.am,
+                store=status_store(settings.redis, dc_uuid),
+            ),
             BusinessProcessManager(
                 bus=self.bus,
                 dc_uuid=dc_uuid,

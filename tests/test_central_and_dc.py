@@ -20,7 +20,7 @@ from abiquo_central.settings import CentralSettings, DatabaseSettings, Datacente
 from abiquo_central.tenants.seed import ensure_admin
 from abiquo_dc.app import build_datacenter
 from abiquo_dc.protocol.messages import CheckServices, ServicesStatus
-from abiquo_dc.settings import DatacenterSettings, DCSettings
+from abiquo_dc.settings import DatacenterSettings, DCSettings, RepositorySettings
 from abiquo_runtime.messaging.amqp import AmqpTransport
 from abiquo_runtime.settings import HttpSettings, RabbitSettings
 from abiquo_runtime.shutdown import run_stages
@@ -28,6 +28,14 @@ from abiquo_runtime.shutdown import run_stages
 pytestmark = [pytest.mark.mariadb, pytest.mark.rabbitmq]
 
 ACCEPT = {"Accept": "application/vnd.abiquo.datacenters+json"}
+
+
+def repository(tmp_path: Path) -> RepositorySettings:
+    """A template repository with its mark file: the AM runs only with one mounted."""
+    path = tmp_path / "repository"
+    path.mkdir(exist_ok=True)
+    (path / ".abiquo_repository").touch()
+    return RepositorySettings(path=str(path))
 
 
 @pytest.fixture
@@ -83,6 +91,7 @@ async def test_a_datacenter_comes_alive_answers_and_goes_away(
             name="madrid", state_dir=str(tmp_path), heartbeat_interval=0.2
         ),
         http=HttpSettings(host="127.0.0.1", port=0),
+        repository=repository(tmp_path),
         rabbitmq=RabbitSettings(url=rabbitmq_url),
     )
     dc = build_datacenter(

@@ -22,13 +22,21 @@ from abiquo_dc.protocol.messages import (
     ServiceState,
     SubsystemStateChanged,
 )
-from abiquo_dc.settings import DatacenterSettings, DCSettings
+from abiquo_dc.settings import DatacenterSettings, DCSettings, RepositorySettings
 from abiquo_runtime.messaging.memory import MemoryBroker
 from abiquo_runtime.settings import HttpSettings, ShutdownSettings
 from abiquo_runtime.shutdown import run_stages
 from tests.link.conftest import Received
 
 CHECKS = ["am", "bpm-async", "nodecollector", "virtualfactory", "ssm", "vsm"]
+
+
+def repository(tmp_path: Path) -> RepositorySettings:
+    """A template repository with its mark file: the AM runs only with one mounted."""
+    path = tmp_path / "repository"
+    path.mkdir(exist_ok=True)
+    (path / ".abiquo_repository").touch()
+    return RepositorySettings(path=str(path))
 
 
 @pytest.fixture
@@ -43,6 +51,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Datacenter, CentralLink
             name="dc-test", state_dir=str(tmp_path), heartbeat_interval=0.1
         ),
         http=HttpSettings(host="127.0.0.1", port=0),
+        repository=repository(tmp_path),
         shutdown=ShutdownSettings(drain_timeout=2, close_timeout=2, stop_accepting_timeout=1),
     )
     dc = build_datacenter(settings, transport=broker.connection("dc"))
@@ -117,6 +126,7 @@ async def test_shutdown_runs_three_stages_and_says_stopped(
     settings = DCSettings(
         datacenter=DatacenterSettings(state_dir=str(tmp_path), heartbeat_interval=0.1),
         http=HttpSettings(host="127.0.0.1", port=0),
+        repository=repository(tmp_path),
     )
     dc = build_datacenter(settings, transport=broker.connection("dc"))
     await dc.start()
