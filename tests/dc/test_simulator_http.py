@@ -9,22 +9,35 @@ import aiohttp
 import pytest
 
 from abiquo_dc.app import Datacenter, build_datacenter
-from abiquo_dc.settings import DatacenterSettings, DCSettings, SimulatorSettings
+from abiquo_dc.settings import (
+    DatacenterSettings,
+    DCSettings,
+    RepositorySettings,
+    SimulatorSettings,
+)
 from abiquo_runtime.messaging.memory import MemoryBroker
 from abiquo_runtime.settings import HttpSettings
 from abiquo_runtime.shutdown import run_stages
 
 
 async def running(tmp_path: Path, simulator: SimulatorSettings) -> Datacenter:
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    (repository / ".abiquo_repository").touch()
     settings = DCSettings(
         datacenter=DatacenterSettings(state_dir=str(tmp_path)),
         http=HttpSettings(host="127.0.0.1", port=0),
         simulator=simulator,
+        repository=RepositorySettings(path=str(repository)),
     )
     dc = build_datacenter(settings, transport=MemoryBroker().connection("dc"))
     await dc.start()
-    for subsystem in dc.subsystems:
-        await subsystem.wait_running(5)
+    try:
+        for subsystem in dc.subsystems:
+            await subsystem.wait_running(5)
+    except BaseException:
+        await run_stages(dc.shutdown_stages())
+        raise
     return dc
 
 
