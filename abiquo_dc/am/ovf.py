@@ -252,6 +252,8 @@ _ABIQUO_FORMAT_URIS: dict[DiskFormat, str] = {
     DiskFormat.VDI_SPARSE: "http://forums.virtualbox.org/viewtopic.php?t=8046#monolithic_sparse",
     DiskFormat.QCOW2_FLAT: "http://people.gnome.org/~markmc/qcow-image-format.html#monolithic_flat",
     DiskFormat.QCOW2_SPARSE: "http://people.gnome.org/~markmc/qcow-image-format.html#monolithic_sparse",
+    # Not one Abiquo wrote: Hyper-V's format came after it.
+    DiskFormat.VHDX: "http://www.microsoft.com/vhdx",
 }
 _FORMAT_BY_URI = {uri.lower(): fmt for fmt, uri in _ABIQUO_FORMAT_URIS.items()}
 
@@ -266,7 +268,7 @@ def disk_format_from_ovf(format_url: str) -> DiskFormat | None:
 
     Abiquo's own URIs map exactly; the ones other tools write (ovftool and VirtualBox:
     `.../vmdk.html#streamOptimized`, `#sparse`, `#compressed`, the VHD fwlink, ...) by
-    what they name. A URI naming a format this platform has no value for (VHDX, ISO)
+    what they name. A URI naming a format this platform has no value for (ISO)
     is None, as is anything unrecognised: the file's real format decides then.
     """
     url = format_url.strip().lower()
@@ -286,7 +288,7 @@ def disk_format_from_ovf(format_url: str) -> DiskFormat | None:
             return DiskFormat.VMDK_SPARSE
         return None
     if "vhdx" in url:
-        return None
+        return DiskFormat.VHDX
     if "linkid=137171" in url or "vhd" in url:
         return DiskFormat.VHD_FLAT if flat else DiskFormat.VHD_SPARSE
     if "qcow" in url:
@@ -327,7 +329,7 @@ def disk_format_from_qemu(info: Mapping[str, Any]) -> DiskFormat:
     ones are INCOMPATIBLE); vpc → VHD_SPARSE, VHD_FLAT when a `subformat` of "fixed" is
     given (qemu-img does not report it; callers that know may add it to the info or to
     format-specific data); vdi → VDI_SPARSE, VDI_FLAT for a "static"/"fixed" subformat.
-    Everything else (VHDX, qcow v1, ISO, ...) and malformed info is UNKNOWN.
+    Everything else (qcow v1, ISO, ...) and malformed info is UNKNOWN.
     """
     if not isinstance(info, Mapping):
         return DiskFormat.UNKNOWN
@@ -348,6 +350,8 @@ def disk_format_from_qemu(info: Mapping[str, Any]) -> DiskFormat:
         return DiskFormat.VHD_FLAT if subformat == "fixed" else DiskFormat.VHD_SPARSE
     if driver == "vdi":
         return DiskFormat.VDI_FLAT if subformat in ("static", "fixed") else DiskFormat.VDI_SPARSE
+    if driver == "vhdx":
+        return DiskFormat.VHDX
     return DiskFormat.UNKNOWN
 
 

@@ -15,13 +15,14 @@ What each target is, written as <template dir>/formats/<FORMAT>/<disk's stem>.<e
 | VHD_SPARSE | vpc | subformat=dynamic, force_size=on | .vhd |
 | VDI_FLAT | vdi | static=on | .vdi |
 | VDI_SPARSE | vdi | | .vdi |
+| VHDX | vhdx | subformat=dynamic | .vhdx |
 
 QCOW2_FLAT is metadata preallocation: every cluster has its place in the file from the
 start (the fixed layout a flat image is for) without writing the whole virtual size
 through the repository's NFS mount first, as `falloc` or `full` would. VHDs get
 `force_size=on`: the virtual size is written exactly, not rounded to a disk geometry,
-and qemu marks such a VHD so it reads the exact size back. VHDX is not made: the
-protocol's DiskFormat has no VHDX.
+and qemu marks such a VHD so it reads the exact size back. VHDX is made dynamic (Hyper-V
+grows it as written).
 
 qemu-img probes a fixed VHD as raw (its only header is a footer at the end), and says
 neither whether a VDI is static nor whether a VHD is fixed: those are read from the
@@ -68,6 +69,7 @@ TARGETS: dict[DiskFormat, Target] = {
         Target(DiskFormat.VHD_SPARSE, "vpc", ("subformat=dynamic", "force_size=on"), "vhd", False),
         Target(DiskFormat.VDI_FLAT, "vdi", ("static=on",), "vdi", True),
         Target(DiskFormat.VDI_SPARSE, "vdi", (), "vdi", True),
+        Target(DiskFormat.VHDX, "vhdx", ("subformat=dynamic",), "vhdx", True),
     )
 }
 
@@ -142,6 +144,8 @@ def detect(info: Mapping[str, Any], head: bytes, tail: bytes) -> Detected:
         if kind == _VHD_FIXED:
             return Detected("vpc", frozenset({DiskFormat.VHD_FLAT}), "vpc (fixed)")
         raise BadFormat(f"a VHD of disk type {kind} (differencing or unknown) is not converted")
+    if driver == "vhdx":
+        return Detected("vhdx", frozenset({DiskFormat.VHDX}), "vhdx")
     if driver == "vdi":
         kind = _vdi_type(head)
         if kind == _VDI_DYNAMIC:

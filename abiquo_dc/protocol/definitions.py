@@ -29,6 +29,8 @@ class DiskFormat(StrEnum):
     VMDK_SPARSE = "VMDK_SPARSE"
     VHD_FLAT = "VHD_FLAT"
     VHD_SPARSE = "VHD_SPARSE"
+    # Hyper-V's; dynamically allocated.
+    VHDX = "VHDX"
     VDI_FLAT = "VDI_FLAT"
     VDI_SPARSE = "VDI_SPARSE"
     QCOW2_FLAT = "QCOW2_FLAT"

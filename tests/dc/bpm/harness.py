@@ -56,6 +56,7 @@ MADE_WITH: dict[DiskFormat, tuple[str, str, str]] = {
     DiskFormat.VHD_SPARSE: ("vpc", "subformat=dynamic,force_size=on", "vhd"),
     DiskFormat.VDI_FLAT: ("vdi", "static=on", "vdi"),
     DiskFormat.VDI_SPARSE: ("vdi", "", "vdi"),
+    DiskFormat.VHDX: ("vhdx", "subformat=dynamic", "vhdx"),
 }
 FORMATS = list(MADE_WITH)
 FINAL = {ConversionState.DONE, ConversionState.FAILED, ConversionState.CANCELLED}

@@ -91,7 +91,7 @@ def test_a_raw_disk_ending_like_a_vhd_footer_is_still_raw(tmp_path: Path) -> Non
     assert detect(info(path), *edges(path)).formats == {DiskFormat.RAW}
 
 
-@pytest.mark.parametrize("driver", ["vhdx", "qed"])
+@pytest.mark.parametrize("driver", ["qed", "qcow"])
 def test_formats_the_bpm_does_not_convert_are_refused(tmp_path: Path, driver: str) -> None:
     path = tmp_path / f"disk.{driver}"
     subprocess.run(
@@ -101,8 +101,7 @@ def test_formats_the_bpm_does_not_convert_are_refused(tmp_path: Path, driver: st
         detect(info(path), *edges(path))
 
 
-def test_vhdx_is_not_a_target_the_protocol_has() -> None:
-    assert "VHDX" not in DiskFormat.__members__
+def test_formats_that_are_no_images_are_no_targets() -> None:
     with pytest.raises(BadFormat):
         target(DiskFormat.UNKNOWN)
     with pytest.raises(BadFormat):

@@ -67,9 +67,9 @@ def _vmdk_reading_elsewhere(root: Path) -> None:
     descriptor.write_text(descriptor.read_text().replace('"flat-flat.vmdk"', '"/etc/hostname"'))
 
 
-def _vhdx(root: Path) -> None:
+def _qed(root: Path) -> None:
     subprocess.run(
-        [qemu_img(), "create", "-f", "vhdx", str(root / "1/t/disk.vhdx"), "4M"],
+        [qemu_img(), "create", "-f", "qed", str(root / "1/t/disk.qed"), "4M"],
         check=True,
         capture_output=True,
     )
@@ -82,7 +82,7 @@ def _escape(root: Path) -> None:
 BAD: list[tuple[str, str, DiskFormat, DiskFormat, Callable[[Path], None] | None, str]] = [
     ("unknown target", RAW, DiskFormat.RAW, DiskFormat.UNKNOWN, None, "BPM-FORMAT"),
     ("unknown source", RAW, DiskFormat.INCOMPATIBLE, DiskFormat.RAW, None, "BPM-FORMAT"),
-    ("a vhdx", "1/t/disk.vhdx", DiskFormat.RAW, DiskFormat.QCOW2_SPARSE, _vhdx, "BPM-FORMAT"),
+    ("a qed", "1/t/disk.qed", DiskFormat.RAW, DiskFormat.QCOW2_SPARSE, _qed, "BPM-FORMAT"),
     ("climbing", "../../etc/hostname", DiskFormat.RAW, DiskFormat.QCOW2_SPARSE, None, "BPM-PATH"),
     ("absolute", "/etc/hostname", DiskFormat.RAW, DiskFormat.QCOW2_SPARSE, None, "BPM-PATH"),
     ("link out", "1/out/hostname", DiskFormat.RAW, DiskFormat.QCOW2_SPARSE, _escape, "BPM-PATH"),
