@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import msgspec
+import structlog
 from aiohttp import web
 
+from abiquo_runtime.correlation import current_correlation_id
 from abiquo_runtime.errors import (
     AbiquoError,
     Conflict,
@@ -23,6 +25,8 @@ from abiquo_runtime.errors import (
     NotFound,
     TemporaryError,
 )
+
+log = structlog.get_logger("abiquo.dc.http")
 
 JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,13 +64,21 @@ def json_response(
 
 
 def answering(handler: Handler, *, extra: Statuses = (), default: int = 500) -> Handler:
-    """`handler`, with the taxonomy's errors turned into JSON answers."""
+    """`handler`, with the taxonomy's errors turned into JSON answers, and anything else
+    into a 500 that names the correlation id its logged traceback carries."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
         except AbiquoError as exc:
             return error_response(status_for(exc, extra, default), exc.code, exc.message)
+        except web.HTTPException:
+            raise
+        except Exception:
+            # A fault of ours: its traceback is logged, the answer names its correlation id.
+            cid = current_correlation_id() or ""
+            log.exception("request failed", method=request.method, path=request.path)
+            return error_response(500, "GEN-0", f"unexpected error (correlation id {cid})")
 
     return answer
 

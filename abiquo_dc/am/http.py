@@ -46,7 +46,6 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import msgspec
-import structlog
 from aiohttp import hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
@@ -58,16 +57,19 @@ from abiquo_dc.am.repository import Usage
 from abiquo_dc.am.service import ApplianceManager, Catalogue, FormatView
 from abiquo_dc.am.status import TemplateState
 from abiquo_dc.am.uploads import Upload
+from abiquo_dc.jsonhttp import (
+    Statuses,
+    answering,
+    error_response,
+    json_response,
+    status_for,
+)
 from abiquo_dc.protocol.definitions import DiskFormat
 from abiquo_dc.protocol.templates import TemplateStatus
-from abiquo_runtime.correlation import current_correlation_id
 from abiquo_runtime.errors import (
     AbiquoError,
-    Conflict,
     InvalidInput,
     LimitExceeded,
-    NotFound,
-    TemporaryError,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -75,10 +77,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATUS_HEADER = "X-Abiquo-Status"
 PROGRESS_HEADER = "X-Abiquo-Progress"
 MAX_URL_BODY = 8 * 1024
-_JSON = "application/json"
 _MB = 1024 * 1024
-
-log = structlog.get_logger("abiquo.dc.am.http")
 
 
 # -- what the routes write ---------------------------------------------------------------
@@ -167,52 +166,24 @@ def format_view(am: ApplianceManager, found: FormatView) -> FormatDiskView:
 # -- answers and errors ------------------------------------------------------------------
 
 
+# The AM's own statuses: what arrived and is not what it claims is unprocessable; a
+# limit passed is too large; a download the server cut off is a bad gateway.
+_STATUSES: Statuses = (
+    (BadPackage, 422),
+    (OvfError, 422),
+    (CatalogueError, 422),
+    (RemoteRefused, 422),
+    (LimitExceeded, 413),
+    (DownloadInterrupted, 502),
+)
+
+
 def status_of(exc: AbiquoError) -> int:
-    if isinstance(exc, BadPackage | OvfError | CatalogueError | RemoteRefused):
-        return 422
-    if isinstance(exc, InvalidInput):
-        return 400
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, LimitExceeded):
-        return 413
-    if isinstance(exc, DownloadInterrupted):
-        return 502
-    if isinstance(exc, TemporaryError):
-        return 503
-    return 500
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    body = msgspec.json.encode({"code": code, "message": message})
-    return web.Response(status=status, body=body, content_type=_JSON)
-
-
-def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=msgspec.json.encode(value), content_type=_JSON, headers=headers
-    )
+    return status_for(exc, _STATUSES)
 
 
 def _answering(handler: Handler) -> Handler:
-    """The handler, with the taxonomy's errors turned into JSON, and anything else into a
-    500 that names the correlation id its logged traceback carries."""
-
-    async def answer(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except AbiquoError as exc:
-            return _error(status_of(exc), exc.code, exc.message)
-        except web.HTTPException:
-            raise
-        except Exception:
-            cid = current_correlation_id() or ""
-            log.exception("request failed", method=request.method, path=request.path)
-            return _error(500, "GEN-0", f"unexpected error (correlation id {cid})")
-
-    return answer
+    return answering(handler, extra=_STATUSES)
 
 
 def _location(am: ApplianceManager, enterprise_id: str, ovf_id: str) -> str:
@@ -258,23 +229,23 @@ def am_routes(am: ApplianceManager) -> list[web.RouteDef]:
     template_path = f"{templates_path}/{{ovf_id:.+}}"
 
     async def list_repositories(request: web.Request) -> web.Response:
-        return _json([repository_view(am, e, u) for e, u in await am.enterprises()])
+        return json_response([repository_view(am, e, u) for e, u in await am.enterprises()])
 
     async def repository(request: web.Request) -> web.Response:
         enterprise_id = request.match_info["ent"]
-        return _json(repository_view(am, enterprise_id, await am.usage(enterprise_id)))
+        return json_response(repository_view(am, enterprise_id, await am.usage(enterprise_id)))
 
     async def rescan(request: web.Request) -> web.Response:
-        return _json(await am.rescan(request.match_info["ent"]))
+        return json_response(await am.rescan(request.match_info["ent"]))
 
     async def list_templates(request: web.Request) -> web.Response:
         enterprise_id = request.match_info["ent"]
         if "catalogue" in request.query:
             catalogue = await am.catalogue(enterprise_id, request.query["catalogue"])
-            return _json(catalogue_view(catalogue))
+            return json_response(catalogue_view(catalogue))
         wanted = request.query.get("state")
         status = _parse_status(wanted) if wanted else None
-        return _json(await am.templates(enterprise_id, status))
+        return json_response(await am.templates(enterprise_id, status))
 
     async def add_template(request: web.Request) -> web.Response:
         enterprise_id = request.match_info["ent"]
@@ -298,13 +269,13 @@ def am_routes(am: ApplianceManager) -> list[web.RouteDef]:
             state = await am.upload(enterprise_id, upload)
             status = 201
         else:
-            return _error(
+            return error_response(
                 415,
                 "AM-MEDIA-TYPE",
                 "send a text/plain URL to download or a multipart/form-data upload",
             )
         location = _location(am, enterprise_id, state.ovf_id)
-        return _json(state, status=status, headers={"Location": location})
+        return json_response(state, status=status, headers={"Location": location})
 
     async def template_progress(request: web.Request) -> web.StreamResponse:
         try:
@@ -321,8 +292,8 @@ def am_routes(am: ApplianceManager) -> list[web.RouteDef]:
         wanted = request.query.get("format")
         if wanted:
             found = await am.template_format(enterprise_id, ovf_id, _parse_format(wanted))
-            return _json(format_view(am, found))
-        return _json(await am.template(enterprise_id, ovf_id))
+            return json_response(format_view(am, found))
+        return json_response(await am.template(enterprise_id, ovf_id))
 
     async def delete_template(request: web.Request) -> web.Response:
         await am.delete(request.match_info["ent"], request.match_info["ovf_id"])
