@@ -108,7 +108,12 @@ class Notifier:
         at: datetime,
         looked: tuple[Subscription | None, Known | None] | None = None,
     ) -> None:
-        sub, known = looked or await self.store.lookup(seen.uuid)
+        if looked is None:
+            # One round trip: the state is recorded as it reads what was known before.
+            sub, known = await self.store.observe(seen.uuid, Known(seen.state, host))
+            recorded = True
+        else:
+            (sub, known), recorded = looked, False
         if sub is None:
             self.dropped += 1
             return
@@ -122,7 +127,7 @@ class Notifier:
             events.append((event_kind(before, seen.state), ""))
         elif before is not seen.state:
             events.append((event_kind(before, seen.state), ""))
-        if known != Known(seen.state, host):
+        if not recorded and known != Known(seen.state, host):
             await self.store.set_known(seen.uuid, Known(seen.state, host))
         for kind, previous in events:
             self._emit(sub, seen.name, host, kind, seen.state, at, previous)

@@ -46,6 +46,22 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2] .. ARGV[3], ARGV[1])
 """
+# KEYS: subs, known, the per-host index prefix; ARGV: uuid, "<state> <host>", host.
+# Returns the subscription and what was known before; records the new state only for a
+# subscribed VM.
+_OBSERVE = """
+local sub = redis.call('HGET', KEYS[1], ARGV[1])
+local before = redis.call('HGET', KEYS[2], ARGV[1])
+if sub and before ~= ARGV[2] then
+  if before then
+    local old_host = string.match(before, '^%S+ (.*)$')
+    if old_host and old_host ~= ARGV[3] then redis.call('SREM', KEYS[3] .. old_host, ARGV[1]) end
+  end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('SADD', KEYS[3] .. ARGV[3], ARGV[1])
+end
+return {sub, before}
+"""
 _FORGET = """
 local before = redis.call('HGET', KEYS[1], ARGV[1])
 if before then
@@ -80,6 +96,7 @@ class RedisStore:
         self._redis: redis.Redis | None = None
         self._set_known: Any = None
         self._forget: Any = None
+        self._observe: Any = None
 
     @property
     def _r(self) -> redis.Redis:
@@ -102,6 +119,7 @@ class RedisStore:
         # Sent once, then called by their digest (EVALSHA).
         self._set_known = self._redis.register_script(_SET_KNOWN)
         self._forget = self._redis.register_script(_FORGET)
+        self._observe = self._redis.register_script(_OBSERVE)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -174,6 +192,15 @@ class RedisStore:
             (_sub_decoder.decode(s) if s is not None else None, _known(k))
             for s, k in zip(subs, known, strict=True)
         ]
+
+    async def observe(self, vm_uuid: str, known: Known) -> tuple[Subscription | None, Known | None]:
+        sub, before = await self._do(
+            self._script(self._observe)(
+                keys=[self.ns + "subs", self.ns + "known", self.ns + "on:"],
+                args=[vm_uuid, f"{known.state} {known.host}", known.host],
+            )
+        )
+        return (_sub_decoder.decode(sub) if sub is not None else None), _known(before)
 
     async def set_known(self, vm_uuid: str, known: Known) -> None:
         # One script: the hash and the per-host index change together (a VM that moved

@@ -67,6 +67,11 @@ class VsmStore(Protocol):
         """`lookup` for each, in one round trip."""
         ...
 
+    async def observe(self, vm_uuid: str, known: Known) -> tuple[Subscription | None, Known | None]:
+        """For a subscribed VM, record `known` (as set_known); either way, return its
+        subscription and what was known before, in one round trip."""
+        ...
+
     async def set_known(self, vm_uuid: str, known: Known) -> None:
         """Record the VM's state and host (and move it in the per-host index)."""
         ...
@@ -151,6 +156,12 @@ class MemoryStore:
         self, vm_uuids: list[str]
     ) -> list[tuple[Subscription | None, Known | None]]:
         return [(self._subs.get(u), self._known.get(u)) for u in vm_uuids]
+
+    async def observe(self, vm_uuid: str, known: Known) -> tuple[Subscription | None, Known | None]:
+        sub, before = self._subs.get(vm_uuid), self._known.get(vm_uuid)
+        if sub is not None:
+            self._known[vm_uuid] = known
+        return sub, before
 
     async def set_known(self, vm_uuid: str, known: Known) -> None:
         self._known[vm_uuid] = known

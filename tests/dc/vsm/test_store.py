@@ -97,3 +97,18 @@ async def test_what_is_published_reaches_the_listener_in_order(store: VsmStore) 
         await store.publish(f"m{i}".encode())
     await asyncio.wait_for(reader, 5)
     assert got == [f"m{i}".encode() for i in range(50)]
+
+
+async def test_observe_records_for_subscribed_vms_and_says_what_was_known(
+    store: VsmStore,
+) -> None:
+    await store.subscribe([sub("a")])
+    on_h1 = Known(ObservedState.ON, "10.0.0.1")
+    assert await store.observe("a", on_h1) == (sub("a"), None)
+    assert await store.observe("a", Known(ObservedState.OFF, "10.0.0.2")) == (sub("a"), on_h1)
+    # Moved: out of the old host's index, into the new one's.
+    assert await store.known_on("10.0.0.1") == {}
+    assert set(await store.known_on("10.0.0.2")) == {"a"}
+    # Nobody subscribed: nothing recorded.
+    assert await store.observe("stranger", on_h1) == (None, None)
+    assert (await store.lookup("stranger"))[1] is None
