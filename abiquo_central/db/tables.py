@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 from abiquo_central.db.types import JsonText, UtcDateTime
@@ -100,10 +101,34 @@ datacenter_liveness = Table(
     Column("services", JsonText, nullable=False),
 )
 
+# The event log. Users, enterprises and datacenters are referred to by id *and* name,
+# without foreign keys: an event outlives what it is about (a deleted user's logins
+# must still read as theirs), and a failed login names a nick that matches no user.
+event = Table(
+    "event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("timestamp", UtcDateTime, nullable=False, index=True),
+    # Abiquo's SeverityType, ComponentType and EventType names.
+    Column("severity", String(16), nullable=False, index=True),
+    Column("component", String(32), nullable=False, index=True),
+    Column("action", String(64), nullable=False, index=True),
+    Column("user_id", Integer, nullable=True, index=True),
+    Column("user_name", String(128), nullable=True),
+    Column("enterprise_id", Integer, nullable=True, index=True),
+    Column("enterprise_name", String(128), nullable=True),
+    Column("datacenter_id", Integer, nullable=True, index=True),
+    Column("virtual_machine_id", Integer, nullable=True),
+    # What the event is about: its URI under the API, or its name.
+    Column("target", String(1024), nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+)
+
 __all__ = [
     "datacenter",
     "datacenter_liveness",
     "enterprise",
+    "event",
     "metadata",
     "role",
     "role_privilege",

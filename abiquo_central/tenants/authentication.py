@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.db import tables
+from abiquo_central.events import record_login
 from abiquo_central.tenants.passwords import Passwords
 
 
@@ -60,8 +61,16 @@ async def authenticate(
     # hold one of the few database connections for its whole duration.
     if row is None:
         await passwords.verify_nobody(password)
+        await record_login(engine, nick=nick, user_id=None, enterprise_id=None, succeeded=False)
         return None
-    if not await passwords.verify(row.password_hash, password) or not row.active:
+    good = await passwords.verify(row.password_hash, password) and row.active
+    if not good:
+        # Only failures here: HTTP Basic authenticates every request, and a success
+        # recorded each time would bury the log. A login proper (a session token
+        # issued) records its success where the token is made.
+        await record_login(
+            engine, nick=nick, user_id=row.id, enterprise_id=row.enterprise_id, succeeded=False
+        )
         return None
     return Principal(
         user_id=row.id,
