@@ -23,6 +23,18 @@ class DatacentersSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
 
 class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     realm: str = "Abiquo Api"
+    # A session token (GET /api/login) expires after this many seconds without use...
+    token_ttl: float = 1800.0
+    # ...and, used or not, this many seconds after it was issued.
+    token_max_age: float = 28800.0
+    # This many failed logins for one nick, or from one client address, each less than
+    # throttle_window seconds after the previous, and further attempts are refused (429)
+    # for throttle_delay seconds, doubled at every failure after that (up to
+    # throttle_max_delay) until a login succeeds.
+    throttle_failures: int = 5
+    throttle_window: float = 300.0
+    throttle_delay: float = 30.0
+    throttle_max_delay: float = 900.0
 
 
 class CentralSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -74,6 +74,33 @@ user = Table(
     Column("created_at", UtcDateTime, nullable=False),
 )
 
+# Session tokens issued by GET /api/login. Only a token's SHA-256 is kept: whoever reads
+# the table (a backup, a replica) cannot use what they read. In the database, not in a
+# process, so that every central process behind the balancer accepts every token.
+session_token = Table(
+    "session_token",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "user_id", Integer, ForeignKey("user.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime, nullable=False),
+    # The earlier of last use + the idle lifetime and creation + the absolute one.
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+# Failed logins, counted per nick ("nick:<nick>") and per client address ("addr:<ip>"),
+# shared by every central process so that spreading guesses over them gains nothing.
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", UtcDateTime, nullable=False),
+    Column("blocked_until", UtcDateTime, nullable=True),
+)
+
 datacenter = Table(
     "datacenter",
     metadata,
