@@ -11,7 +11,7 @@ from abiquo_central.api.correlation import correlation_middleware, echo_correlat
 from abiquo_central.api.errors import error_middleware
 from abiquo_central.api.keys import CLOCK, ENGINE, PASSWORDS, SETTINGS, Clock, utc_now
 from abiquo_central.api.negotiation import negotiation_middleware
-from abiquo_central.api.resources import datacenters, events, login
+from abiquo_central.api.resources import datacenters, enterprises, events, login
 from abiquo_central.settings import CentralSettings
 from abiquo_central.tenants.passwords import Passwords
 
@@ -50,6 +50,7 @@ def build_api(
     app.on_response_prepare.append(echo_correlation_id)
     version.add_routes(app.router)
     datacenters.add_routes(app.router)
+    enterprises.add_routes(app.router)
     events.add_routes(app.router)
     login.add_routes(app.router)
     return app

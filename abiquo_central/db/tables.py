@@ -39,6 +39,23 @@ enterprise = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("is_reservation_restricted", Boolean, nullable=False, default=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # Allocation limits, soft then hard, 0 meaning unlimited: CPUs, RAM in MB, disk,
+    # storage and repository in bytes (beyond 32 bits, hence BigInteger), VLANs and
+    # public IPs as counts. The server default lets rows that predate them read as
+    # unlimited.
+    *(
+        Column(f"{resource}_{bound}", kind, nullable=False, default=0, server_default="0")
+        for resource, kind in (
+            ("cpu", Integer),
+            ("ram", Integer),
+            ("hd", BigInteger),
+            ("storage", BigInteger),
+            ("repository", BigInteger),
+            ("vlans", Integer),
+            ("public_ips", Integer),
+        )
+        for bound in ("soft", "hard")
+    ),
 )
 
 role = Table(

@@ -129,6 +129,9 @@ USER = "USER"
 # administrator runs its own enterprise (its users, VDCs and templates) but sees no
 # physical infrastructure; a user works inside the VDCs it is given.
 ENTERPRISE_ADMIN_PRIVILEGES: tuple[str, ...] = (
+    # To read its own enterprise and limits: without ENTERPRISE_ADMINISTER_ALL no other
+    # enterprise is visible to it.
+    ENTERPRISE_ENUMERATE,
     ENTERPRISE_RESOURCE_SUMMARY_ENT,
     VDC_ENUMERATE,
     VDC_MANAGE,
