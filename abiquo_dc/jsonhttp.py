@@ -10,6 +10,7 @@ hypervisor's own failures) passes them in `extra`, checked first.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
 from typing import TypeVar
 
 import msgspec
@@ -41,6 +42,7 @@ _STATUSES: Statuses = (
     (TemporaryError, 503),
 )
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 
 def status_for(exc: AbiquoError, extra: Statuses = (), default: int = 500) -> int:
@@ -81,6 +83,16 @@ def answering(handler: Handler, *, extra: Statuses = (), default: int = 500) -> 
             return error_response(500, "GEN-0", f"unexpected error (correlation id {cid})")
 
     return answer
+
+
+def parse_choice(kind: type[E], text: str, what: str) -> E:
+    """The member of the StrEnum `kind` named `text` (any case, spaces around ignored);
+    InvalidInput listing the known names otherwise."""
+    try:
+        return kind(text.strip().upper())
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        raise InvalidInput(f"unknown {what} {text[:50]!r}; one of {known}") from None
 
 
 def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:

@@ -62,6 +62,7 @@ from abiquo_dc.jsonhttp import (
     answering,
     error_response,
     json_response,
+    parse_choice,
     status_for,
 )
 from abiquo_dc.protocol.definitions import DiskFormat
@@ -191,19 +192,11 @@ def _location(am: ApplianceManager, enterprise_id: str, ovf_id: str) -> str:
 
 
 def _parse_status(text: str) -> TemplateStatus:
-    try:
-        return TemplateStatus(text.strip().upper())
-    except ValueError:
-        known = ", ".join(s.value for s in TemplateStatus)
-        raise InvalidInput(f"unknown template state {text[:50]!r}; one of {known}") from None
+    return parse_choice(TemplateStatus, text, "template state")
 
 
 def _parse_format(text: str) -> DiskFormat:
-    try:
-        return DiskFormat(text.strip().upper())
-    except ValueError:
-        known = ", ".join(f.value for f in DiskFormat)
-        raise InvalidInput(f"unknown disk format {text[:50]!r}; one of {known}") from None
+    return parse_choice(DiskFormat, text, "disk format")
 
 
 async def _url_body(request: web.Request) -> str:

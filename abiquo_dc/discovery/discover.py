@@ -17,6 +17,7 @@ from abiquo_dc.hypervisors.base import Driver, HostInfo, HostUnreachable, VmInfo
 from abiquo_dc.hypervisors.probe import ProbePorts, probe
 from abiquo_dc.hypervisors.registry import open_driver
 from abiquo_dc.hypervisors.simulator import SimulatedCloud
+from abiquo_dc.jsonhttp import parse_choice
 from abiquo_dc.protocol.definitions import Credentials, HypervisorConnection, HypervisorType
 from abiquo_dc.protocol.messages import (
     DiscoveredDatastore,
@@ -46,11 +47,7 @@ def parse_address(address: str) -> str:
 
 
 def parse_hypervisor(name: str) -> HypervisorType:
-    try:
-        return HypervisorType(name.strip().upper())
-    except ValueError:
-        known = ", ".join(t.value for t in HypervisorType)
-        raise InvalidInput(f"unknown hypervisor type {name!r}; one of {known}") from None
+    return parse_choice(HypervisorType, name, "hypervisor type")
 
 
 def address_range(ip_from: str, ip_to: str, *, limit: int = MAX_RANGE) -> list[str]:

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import msgspec
 from aiohttp import web
 
-from abiquo_dc.jsonhttp import answering, decode_body, json_response
+from abiquo_dc.jsonhttp import answering, decode_body, json_response, parse_choice
 from abiquo_dc.protocol.definitions import Credentials, HypervisorType
 from abiquo_dc.protocol.jobs import ObservedState
 from abiquo_dc.protocol.messages import ServiceState
@@ -119,11 +119,7 @@ def parse_address(text: str) -> str:
 
 
 def parse_type(name: str) -> HypervisorType:
-    try:
-        return HypervisorType(name.strip().upper())
-    except ValueError:
-        known = ", ".join(t.value for t in HypervisorType)
-        raise InvalidInput(f"unknown hypervisor type {name!r}; one of {known}") from None
+    return parse_choice(HypervisorType, name, "hypervisor type")
 
 
 def check_port(port: int | None) -> int:

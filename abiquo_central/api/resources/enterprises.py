@@ -11,6 +11,8 @@ Who may do what:
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from aiohttp import web
 
 from abiquo_central.api.auth import principal
@@ -67,22 +69,8 @@ def to_model(ent: domain.Enterprise, hrefs: Hrefs) -> Enterprise:
 
 
 def to_spec(body: Enterprise) -> domain.EnterpriseSpec:
-    limits = domain.Limits(
-        cpu_soft=body.cpu_soft,
-        cpu_hard=body.cpu_hard,
-        ram_soft=body.ram_soft,
-        ram_hard=body.ram_hard,
-        hd_soft=body.hd_soft,
-        hd_hard=body.hd_hard,
-        storage_soft=body.storage_soft,
-        storage_hard=body.storage_hard,
-        repository_soft=body.repository_soft,
-        repository_hard=body.repository_hard,
-        vlans_soft=body.vlans_soft,
-        vlans_hard=body.vlans_hard,
-        public_ips_soft=body.public_ips_soft,
-        public_ips_hard=body.public_ips_hard,
-    )
+    # The body carries the limits under the same names as the domain's.
+    limits = domain.Limits(**{f.name: getattr(body, f.name) for f in fields(domain.Limits)})
     return domain.EnterpriseSpec(
         name=body.name, is_reservation_restricted=body.is_reservation_restricted, limits=limits
     )
