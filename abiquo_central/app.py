@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +28,7 @@ from abiquo_central.notifications import message_handler
 from abiquo_central.settings import CentralSettings
 from abiquo_runtime.httpserver import HttpServer
 from abiquo_runtime.messaging.transport import Transport
+from abiquo_runtime.secrets import SecretBox
 from abiquo_runtime.shutdown import Stage, three_stages
 
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -58,7 +60,16 @@ class Central:
         self.app = web.Application()
         self.app[ENGINE] = self.engine
         self.app[LINK] = self.link
-        self.app.add_subapp("/api", build_api(engine=self.engine, settings=settings, clock=clock))
+        self.app.add_subapp(
+            "/api",
+            build_api(
+                engine=self.engine,
+                settings=settings,
+                secrets=SecretBox.open(Path(settings.secrets.key_file)),
+                link=self.link,
+                clock=clock,
+            ),
+        )
         self.app.cleanup_ctx.extend([self._engine_ctx, self._link_ctx, self._accept_ctx])
         self.server = HttpServer(
             self.app,

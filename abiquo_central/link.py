@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -39,6 +39,24 @@ _REPLY: Any = Reply
 
 class DatacenterUnavailable(TemporaryError):
     code = "DC-1"
+
+
+class DatacenterRequests(Protocol):
+    """What the API asks of the datacenters: CentralLink, or NoLink when there is none."""
+
+    async def send(self, dc_uuid: str, service: str, message: Message) -> None: ...
+
+    async def request(self, dc_uuid: str, message: Message, *, timeout: float) -> Message: ...
+
+
+class NoLink:
+    """The datacenters of an API that was built without a link: every one unavailable."""
+
+    async def send(self, dc_uuid: str, service: str, message: Message) -> None:
+        raise DatacenterUnavailable(f"datacenter {dc_uuid} cannot be reached: there is no link")
+
+    async def request(self, dc_uuid: str, message: Message, *, timeout: float) -> Message:
+        raise DatacenterUnavailable(f"datacenter {dc_uuid} cannot be reached: there is no link")
 
 
 class CentralLink:

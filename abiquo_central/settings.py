@@ -37,6 +37,12 @@ class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     throttle_max_delay: float = 900.0
 
 
+class SecretsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The key hypervisor passwords are encrypted with in the database; made (mode 0600)
+    # when absent. Every central process of one installation must read the same file.
+    key_file: str = "/var/lib/abiquo-central/secrets.key"
+
+
 class CentralSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -45,3 +51,4 @@ class CentralSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rabbitmq: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
     datacenters: DatacentersSettings = msgspec.field(default_factory=DatacentersSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)

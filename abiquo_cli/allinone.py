@@ -21,7 +21,7 @@ import structlog
 from abiquo_central.app import Central
 from abiquo_central.db.migrate import upgrade
 from abiquo_central.infrastructure.datacenters import ensure_datacenter
-from abiquo_central.settings import CentralSettings, DatabaseSettings
+from abiquo_central.settings import CentralSettings, DatabaseSettings, SecretsSettings
 from abiquo_central.tenants.seed import ensure_admin
 from abiquo_dc.am.ovf import OvfDisk, OvfFile, render_envelope, safe_relative
 from abiquo_dc.am.qemu import create_image
@@ -91,6 +91,7 @@ class AllInOne:
                 log=settings.log,
                 shutdown=settings.shutdown,
                 database=DatabaseSettings(url=self.database_url, pool_size=5),
+                secrets=SecretsSettings(key_file=str(state / "central-secrets.key")),
             ),
             transport=self.broker.connection("central"),
         )

@@ -76,7 +76,9 @@ class Datacenter:
         self.uuid = dc_uuid
         self.bus = Bus(name="dc.bus")
         # The simulator stands in for every hypervisor when the settings say so.
-        self.simulator = SimulatedCloud() if settings.simulator.enabled else None
+        self.simulator = (
+            SimulatedCloud(settings.simulator.types or None) if settings.simulator.enabled else None
+        )
         self.link = DatacenterLink(
             transport=transport,
             bus=self.bus,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from abiquo_dc.protocol.definitions import HypervisorType
 from abiquo_runtime.settings import HttpSettings, LogSettings, RabbitSettings, ShutdownSettings
 
 
@@ -20,8 +21,11 @@ class DatacenterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
 
 
 class SimulatorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    # Every driver is the simulator: hosts in memory, for tests and benchmarks at scale.
+    # Drivers are the simulator: hosts in memory, for tests and benchmarks at scale.
     enabled: bool = False
+    # The hypervisor types it stands in for (KVM, VMX_04, ...); empty: every type. The
+    # others keep their real drivers.
+    types: list[HypervisorType] = msgspec.field(default_factory=list)
     # Its knobs (hosts, faults, mayhem) on the DC's HTTP port, under /simulator.
     http_knobs: bool = False
 

@@ -16,7 +16,12 @@ import pytest
 from abiquo_central.app import Central
 from abiquo_central.db.migrate import upgrade
 from abiquo_central.infrastructure.datacenters import ensure_datacenter
-from abiquo_central.settings import CentralSettings, DatabaseSettings, DatacentersSettings
+from abiquo_central.settings import (
+    CentralSettings,
+    DatabaseSettings,
+    DatacentersSettings,
+    SecretsSettings,
+)
 from abiquo_central.tenants.seed import ensure_admin
 from abiquo_dc.app import build_datacenter
 from abiquo_dc.protocol.messages import CheckServices, ServicesStatus
@@ -45,8 +50,9 @@ def database_url(fresh_database_url: str) -> str:
 
 
 @pytest.fixture
-async def central(database_url: str, rabbitmq_url: str) -> AsyncIterator[Central]:
+async def central(database_url: str, rabbitmq_url: str, tmp_path: Path) -> AsyncIterator[Central]:
     settings = CentralSettings(
+        secrets=SecretsSettings(key_file=str(tmp_path / "secrets.key")),
         http=HttpSettings(host="127.0.0.1", port=0),
         database=DatabaseSettings(url=database_url, pool_size=2),
         rabbitmq=RabbitSettings(url=rabbitmq_url),

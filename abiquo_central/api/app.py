@@ -9,11 +9,22 @@ from abiquo_central.api import version
 from abiquo_central.api.auth import auth_middleware
 from abiquo_central.api.correlation import correlation_middleware, echo_correlation_id
 from abiquo_central.api.errors import error_middleware
-from abiquo_central.api.keys import CLOCK, ENGINE, PASSWORDS, SETTINGS, Clock, utc_now
+from abiquo_central.api.keys import (
+    CLOCK,
+    ENGINE,
+    LINK,
+    PASSWORDS,
+    SECRETS,
+    SETTINGS,
+    Clock,
+    utc_now,
+)
 from abiquo_central.api.negotiation import negotiation_middleware
 from abiquo_central.api.resources import datacenters, enterprises, events, login
+from abiquo_central.link import DatacenterRequests, NoLink
 from abiquo_central.settings import CentralSettings
 from abiquo_central.tenants.passwords import Passwords
+from abiquo_runtime.secrets import SecretBox
 
 # Bodies larger than this are refused with 413 before they are read.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -23,14 +34,17 @@ def build_api(
     *,
     engine: AsyncEngine,
     settings: CentralSettings,
+    secrets: SecretBox,
+    link: DatacenterRequests | None = None,
     clock: Clock | None = None,
     passwords: Passwords | None = None,
 ) -> web.Application:
     """The API application; the caller mounts it with `root.add_subapp("/api", api)`.
 
-    The caller owns `engine` (opens nothing here, closes nothing either). `clock` is
-    what "now" means to liveness (tests move it); `passwords` hashes and verifies
-    (argon2-cffi's default parameters unless another is given).
+    The caller owns `engine` and `link` (opens nothing here, closes nothing either).
+    `secrets` encrypts hypervisor passwords; without `link` every datacenter is
+    unavailable. `clock` is what "now" means to liveness (tests move it); `passwords`
+    hashes and verifies (argon2-cffi's default parameters unless another is given).
     """
     app = web.Application(
         middlewares=[
@@ -47,6 +61,8 @@ def build_api(
     app[SETTINGS] = settings
     app[CLOCK] = clock if clock is not None else utc_now
     app[PASSWORDS] = passwords if passwords is not None else Passwords()
+    app[SECRETS] = secrets
+    app[LINK] = link if link is not None else NoLink()
     app.on_response_prepare.append(echo_correlation_id)
     version.add_routes(app.router)
     datacenters.add_routes(app.router)

@@ -26,6 +26,7 @@ from abiquo_central.api.endpoint import Endpoint, endpoint_of
 from abiquo_central.api.errors import FORBIDDEN, NOT_AUTHENTICATED, ApiError
 from abiquo_central.api.keys import CLOCK, ENGINE, PASSWORDS, PRINCIPAL, SETTINGS
 from abiquo_central.api.links import API_PREFIX
+from abiquo_central.events import Actor
 from abiquo_central.tenants import throttle
 from abiquo_central.tenants.authentication import Principal, authenticate
 from abiquo_central.tenants.privileges import PHYS_DC_ENUMERATE
@@ -151,3 +152,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def principal(request: web.Request) -> Principal:
     """The authenticated caller (routes that are not public always have one)."""
     return request[PRINCIPAL]
+
+
+def actor(request: web.Request) -> Actor:
+    """The caller as the event log names whoever makes a change."""
+    caller = request[PRINCIPAL]
+    return Actor(user_id=caller.user_id, nick=caller.nick, enterprise_id=caller.enterprise_id)

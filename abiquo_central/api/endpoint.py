@@ -3,24 +3,57 @@
     @endpoint(produces=Datacenter.media.one, privileges=[PHYS_DC_ENUMERATE])
     async def get_datacenter(request: web.Request) -> web.Response: ...
 
+    @endpoint(
+        produces=Rack.media.one,
+        consumes=Rack,
+        privileges=[PHYS_DC_MANAGE],
+        query=[QueryParam("force", bool, "also when ...")],
+    )
+    async def update_rack(request: web.Request) -> web.Response: ...
+
 The middlewares read the declaration of the route a request matched: auth.py checks
 credentials (unless `public`) and privileges, negotiation.py picks the representation
 (406 before the handler runs, so nothing is done for a client that cannot read it).
+The OpenAPI document (openapi.py) is generated from the same declarations: `consumes`
+is the model a request body is read as, `query` the parameters the handler reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from abiquo_central.api.media import MediaName
 
+if TYPE_CHECKING:
+    from abiquo_central.api.model import Entity
+
 H = TypeVar("H", bound=Callable[..., Any])
 
 _ATTRIBUTE = "__abiquo_endpoint__"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    """A query parameter a handler reads: its name, type (str, int, bool) and meaning."""
+
+    name: str
+    type: type = str
+    description: str = ""
+    required: bool = False
+
+
+# What every paged listing reads (api/paging.py parses them).
+PAGING: tuple[QueryParam, ...] = (
+    QueryParam("startwith", int, "The offset of the first element of the page (from 0)"),
+    QueryParam("limit", int, "How many elements a page holds (25 unless given)"),
+    QueryParam("by", str, "The field to sort by"),
+    QueryParam("asc", bool, "Ascending (true, the default) or descending order"),
+    QueryParam("has", str, "Only the elements whose name contains this"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +64,10 @@ class Endpoint:
     privileges: frozenset[str] = frozenset()
     # The representation it answers with, if it answers with one.
     produces: MediaName | None = None
+    # The model its request body is read as, if it reads one.
+    consumes: type[Entity] | None = None
+    # The query parameters it reads.
+    query: tuple[QueryParam, ...] = ()
 
 
 def endpoint(
@@ -38,9 +75,18 @@ def endpoint(
     public: bool = False,
     privileges: Iterable[str] = (),
     produces: MediaName | None = None,
+    consumes: type[Entity] | None = None,
+    query: Iterable[QueryParam] = (),
 ) -> Callable[[H], H]:
-    """Declare a handler's access rule and representation (the handler is unchanged)."""
-    spec = Endpoint(public=public, privileges=frozenset(privileges), produces=produces)
+    """Declare a handler's access rule, representations and parameters (the handler is
+    unchanged)."""
+    spec = Endpoint(
+        public=public,
+        privileges=frozenset(privileges),
+        produces=produces,
+        consumes=consumes,
+        query=tuple(query),
+    )
 
     def declare(handler: H) -> H:
         setattr(handler, _ATTRIBUTE, spec)

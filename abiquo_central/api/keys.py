@@ -9,9 +9,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.api.media import Negotiated
+from abiquo_central.link import DatacenterRequests
 from abiquo_central.settings import CentralSettings
 from abiquo_central.tenants.authentication import Principal
 from abiquo_central.tenants.passwords import Passwords
+from abiquo_runtime.secrets import SecretBox
 
 Clock = Callable[[], datetime]
 
@@ -25,6 +27,10 @@ ENGINE = web.AppKey("abiquo.api.engine", AsyncEngine)
 SETTINGS = web.AppKey("abiquo.api.settings", CentralSettings)
 CLOCK: web.AppKey[Clock] = web.AppKey("abiquo.api.clock")
 PASSWORDS = web.AppKey("abiquo.api.passwords", Passwords)
+# Encrypts what must be stored but not readable (hypervisor passwords).
+SECRETS = web.AppKey("abiquo.api.secrets", SecretBox)
+# Requests to the datacenters (discovery, checks, monitoring).
+LINK: web.AppKey[DatacenterRequests] = web.AppKey("abiquo.api.link")
 
 # Request state, set by the middlewares.
 CORRELATION_ID = web.RequestKey("abiquo.api.correlation_id", str)

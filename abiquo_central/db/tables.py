@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from abiquo_central.db.types import JsonText, UtcDateTime
@@ -32,6 +33,19 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+# The resources enterprises are limited in, with their columns' type: CPUs, RAM in MB,
+# disk, storage and repository in bytes (beyond 32 bits, hence BigInteger), VLANs and
+# public IPs as counts.
+LIMITED: tuple[tuple[str, type[Integer]], ...] = (
+    ("cpu", Integer),
+    ("ram", Integer),
+    ("hd", BigInteger),
+    ("storage", BigInteger),
+    ("repository", BigInteger),
+    ("vlans", Integer),
+    ("public_ips", Integer),
+)
+
 enterprise = Table(
     "enterprise",
     metadata,
@@ -39,21 +53,11 @@ enterprise = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("is_reservation_restricted", Boolean, nullable=False, default=False),
     Column("created_at", UtcDateTime, nullable=False),
-    # Allocation limits, soft then hard, 0 meaning unlimited: CPUs, RAM in MB, disk,
-    # storage and repository in bytes (beyond 32 bits, hence BigInteger), VLANs and
-    # public IPs as counts. The server default lets rows that predate them read as
-    # unlimited.
+    # Allocation limits (LIMITED), soft then hard, 0 meaning unlimited. The server
+    # default lets rows that predate them read as unlimited.
     *(
         Column(f"{resource}_{bound}", kind, nullable=False, default=0, server_default="0")
-        for resource, kind in (
-            ("cpu", Integer),
-            ("ram", Integer),
-            ("hd", BigInteger),
-            ("storage", BigInteger),
-            ("repository", BigInteger),
-            ("vlans", Integer),
-            ("public_ips", Integer),
-        )
+        for resource, kind in LIMITED
         for bound in ("soft", "hard")
     ),
 )
@@ -65,6 +69,8 @@ role = Table(
     Column("name", String(64), nullable=False, unique=True),
     # NULL for the roles every enterprise can use (the seeded ones among them).
     Column("enterprise_id", Integer, ForeignKey("enterprise.id"), nullable=True),
+    # A blocked role cannot be modified or deleted (CLOUD_ADMIN is).
+    Column("blocked", Boolean, nullable=False, default=False, server_default="0"),
 )
 
 role_privilege = Table(
@@ -89,6 +95,10 @@ user = Table(
     Column("active", Boolean, nullable=False, default=True),
     Column("locale", String(16), nullable=False, default="en_US"),
     Column("created_at", UtcDateTime, nullable=False),
+    # ABIQUO (the password above) or LDAP.
+    Column("auth_type", String(16), nullable=False, default="ABIQUO", server_default="ABIQUO"),
+    # Abiquo's availableVirtualDatacenters: VDC ids separated by commas; "" for all.
+    Column("available_vdcs", String(1024), nullable=False, default="", server_default=""),
 )
 
 # Session tokens issued by GET /api/login. Only a token's SHA-256 is kept: whoever reads
@@ -122,10 +132,146 @@ datacenter = Table(
     "datacenter",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("uuid", String(36), nullable=False, unique=True),
+    # The DC process's own UUID, learnt from its VIRTUAL_FACTORY remote service's check:
+    # NULL until one is registered. Messages reach the DC by it.
+    Column("uuid", String(36), nullable=True, unique=True),
     Column("name", String(255), nullable=False, unique=True),
     Column("location", String(255), nullable=False, default=""),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+# The remote services registered for a datacenter: one of each type, at its URI, with
+# what the last check of it found.
+remote_service = Table(
+    "remote_service",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "datacenter_id",
+        Integer,
+        ForeignKey("datacenter.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    # VIRTUAL_FACTORY, VIRTUAL_SYSTEM_MONITOR, NODE_COLLECTOR, ...
+    Column("type", String(32), nullable=False),
+    Column("uri", String(1024), nullable=False),
+    # 1 when the last check found it answering, 0 otherwise.
+    Column("status", Integer, nullable=False, default=0),
+    Column("checked_at", UtcDateTime, nullable=True),
+    UniqueConstraint("datacenter_id", "type"),
+)
+
+rack = Table(
+    "rack",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("datacenter_id", Integer, ForeignKey("datacenter.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("short_description", String(255), nullable=False, default=""),
+    Column("long_description", String(1024), nullable=False, default=""),
+    # The VLAN tags the rack's VDC networks are given from, both included...
+    Column("vlan_id_min", Integer, nullable=False),
+    Column("vlan_id_max", Integer, nullable=False),
+    # ...except these, as Abiquo writes them: "5, 10-20".
+    Column("vlans_id_avoided", String(1024), nullable=False, default=""),
+    Column("vlan_per_vdc_reserved", Integer, nullable=False, default=1),
+    # Abiquo's "network reserve security quotient": the percentage of tags kept back.
+    Column("nrsq", Integer, nullable=False, default=10),
+    Column("ha_enabled", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("datacenter_id", "name"),
+)
+
+# A hypervisor host. Its datacenter is its rack's, repeated so that the allocator and
+# the listings of a datacenter's machines need no join.
+machine = Table(
+    "machine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("datacenter_id", Integer, ForeignKey("datacenter.id"), nullable=False),
+    Column("rack_id", Integer, ForeignKey("rack.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("description", String(1024), nullable=False, default=""),
+    # Where the hypervisor (or its AIM) answers, and where central's services reach it.
+    Column("ip", String(64), nullable=False),
+    Column("ip_service", String(64), nullable=False, default=""),
+    # The HypervisorType's name.
+    Column("type", String(32), nullable=False, index=True),
+    Column("port", Integer, nullable=False, default=0),
+    Column("user", String(255), nullable=False, default=""),
+    # The hypervisor's password, encrypted (abiquo_central.secrets); "" for none.
+    Column("password_secret", Text, nullable=False, default=""),
+    # Abiquo's MachineState: MANAGED, STOPPED, NOT_MANAGED, ...
+    Column("state", String(32), nullable=False),
+    # Virtual CPUs and RAM (MB) the allocator may hand out, and what it has handed out.
+    Column("cpu", Integer, nullable=False),
+    Column("ram", Integer, nullable=False),
+    Column("cpu_used", Integer, nullable=False, default=0),
+    Column("ram_used", Integer, nullable=False, default=0),
+    # The NIC the VMs' VLANs are made on.
+    Column("virtual_switch", String(255), nullable=False, default=""),
+    Column("initiator_iqn", String(255), nullable=False, default=""),
+    # The enterprise it is kept for; NULL: anyone's.
+    Column(
+        "reserved_enterprise_id", Integer, ForeignKey("enterprise.id"), nullable=True, index=True
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("datacenter_id", "ip"),
+)
+
+datastore = Table(
+    "datastore",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("machine_id", Integer, ForeignKey("machine.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    # Where it is mounted on the host, and the directory under it that VM disks go to.
+    Column("root_path", String(1024), nullable=False),
+    Column("directory", String(1024), nullable=False, default=""),
+    Column("size", BigInteger, nullable=False),
+    Column("used_size", BigInteger, nullable=False, default=0),
+    # Only enabled datastores receive disks.
+    Column("enabled", Boolean, nullable=False, default=False),
+    # Shared storage shows the same uuid on every host that mounts it.
+    Column("datastore_uuid", String(255), nullable=False, default=""),
+    UniqueConstraint("machine_id", "name"),
+)
+
+# An enterprise's allocation limits in one datacenter (the enterprise's own apply across
+# all of them); 0 is unlimited, as there.
+enterprise_limit = Table(
+    "enterprise_limit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("enterprise_id", Integer, ForeignKey("enterprise.id"), nullable=False),
+    Column("datacenter_id", Integer, ForeignKey("datacenter.id"), nullable=False, index=True),
+    *(
+        Column(f"{resource}_{bound}", kind, nullable=False, default=0, server_default="0")
+        for resource, kind in LIMITED
+        for bound in ("soft", "hard")
+    ),
+    UniqueConstraint("enterprise_id", "datacenter_id"),
+)
+
+# Template categories (/config/categories).
+category = Table(
+    "category",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    # Whether administrators may delete it; the default one may not be.
+    Column("erasable", Boolean, nullable=False, default=True),
+    Column("is_default", Boolean, nullable=False, default=False),
+)
+
+# System properties (/config/properties): settings administrators change at run time.
+system_property = Table(
+    "system_property",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("description", String(1024), nullable=False, default=""),
 )
 
 # What central last heard from each datacenter process. Keyed by the DC's uuid and kept
@@ -169,12 +315,19 @@ event = Table(
 )
 
 __all__ = [
+    "category",
     "datacenter",
     "datacenter_liveness",
+    "datastore",
     "enterprise",
+    "enterprise_limit",
     "event",
+    "machine",
     "metadata",
+    "rack",
+    "remote_service",
     "role",
     "role_privilege",
+    "system_property",
     "user",
 ]

@@ -5,11 +5,13 @@ connection); asynchronous outcomes and logins record theirs with the engine.
 """
 
 from abiquo_central.events.log import (
+    Actor,
     Event,
     EventFilter,
     Ref,
     get_event,
     list_events,
+    record_action,
     record_event,
     record_login,
 )
@@ -17,6 +19,7 @@ from abiquo_central.events.types import Action, Component, Severity
 
 __all__ = [
     "Action",
+    "Actor",
     "Component",
     "Event",
     "EventFilter",
@@ -24,6 +27,7 @@ __all__ = [
     "Severity",
     "get_event",
     "list_events",
+    "record_action",
     "record_event",
     "record_login",
 ]

@@ -131,6 +131,48 @@ async def record_event(
         return await _insert(conn, values)
 
 
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a change, as the event log names them."""
+
+    user_id: int
+    nick: str
+    enterprise_id: int
+
+
+async def record_action(
+    conn: AsyncConnection,
+    actor: Actor,
+    *,
+    component: Component,
+    action: Action,
+    target: str,
+    message: str,
+    severity: Severity = Severity.INFO,
+    datacenter_id: int | None = None,
+) -> int:
+    """Record, in `conn`'s transaction, a change `actor` made.
+
+    The event is filed under the actor's enterprise, as every event is filed under the
+    enterprise of whoever performed it; its name is read in the same transaction.
+    """
+    ent = tables.enterprise
+    enterprise_name = (
+        await conn.execute(select(ent.c.name).where(ent.c.id == actor.enterprise_id))
+    ).scalar_one_or_none()
+    return await record_event(
+        conn,
+        severity=severity,
+        component=component,
+        action=action,
+        user=Ref(actor.user_id, actor.nick),
+        enterprise=Ref(actor.enterprise_id, enterprise_name or ""),
+        target=target,
+        message=message,
+        datacenter_id=datacenter_id,
+    )
+
+
 async def record_login(
     engine: AsyncEngine,
     *,

@@ -18,9 +18,25 @@ from abiquo_central.db import tables
 from abiquo_central.db.paging import Page, PageRequest, fetch_page
 from abiquo_central.db.rows import inserted_id
 from abiquo_central.infrastructure.remote_services import RemoteService, remote_services
-from abiquo_runtime.errors import Conflict, NotFound
+from abiquo_runtime.errors import Conflict, NotFound, TemporaryError
 
 DATACENTER_NOT_FOUND = "DC-0"
+DATACENTER_UNAVAILABLE = "DC-1"
+DATACENTER_UNLINKED = "DC-2"
+
+
+class DatacenterAway(TemporaryError):
+    """The datacenter is registered but central has not heard from it lately (503)."""
+
+    code = DATACENTER_UNAVAILABLE
+
+
+class DatacenterUnlinked(Conflict):
+    """The datacenter has no VIRTUAL_FACTORY remote service yet, so central does not
+    know which datacenter process it is (409: register the remote services first)."""
+
+    code = DATACENTER_UNLINKED
+
 
 _dc = tables.datacenter
 _live = tables.datacenter_liveness
@@ -34,7 +50,8 @@ SORTABLE: Mapping[str, ColumnElement[Any]] = MappingProxyType(
 @dataclass(frozen=True, slots=True)
 class Datacenter:
     id: int
-    uuid: str
+    # None until a VIRTUAL_FACTORY remote service told central which DC process it is.
+    uuid: str | None
     name: str
     location: str
     available: bool
@@ -107,6 +124,26 @@ async def get_datacenter(
     if row is None:
         raise NotFound("The requested datacenter does not exist", code=DATACENTER_NOT_FOUND)
     return _datacenter(row, now=now, liveness_timeout=liveness_timeout)
+
+
+async def reachable_datacenter(
+    engine: AsyncEngine, dc_id: int, *, now: datetime, liveness_timeout: float
+) -> Datacenter:
+    """The datacenter, when a request to it can be answered: NotFound when it does not
+    exist, DatacenterUnlinked when central does not know its process yet, DatacenterAway
+    when that process has not been heard from within `liveness_timeout`.
+
+    Checked before anything is sent, so that a caller learns at once (503) what a
+    request over the link would only tell it after its timeout.
+    """
+    dc = await get_datacenter(engine, dc_id, now=now, liveness_timeout=liveness_timeout)
+    if dc.uuid is None:
+        raise DatacenterUnlinked(
+            f"Datacenter {dc.name} has no VIRTUAL_FACTORY remote service: register it first"
+        )
+    if not dc.available:
+        raise DatacenterAway(f"Datacenter {dc.name} is unavailable: its heartbeats stopped")
+    return dc
 
 
 async def ensure_datacenter(

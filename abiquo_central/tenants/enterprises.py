@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from abiquo_central.db import tables
 from abiquo_central.db.paging import Page, PageRequest, fetch_page
 from abiquo_central.db.rows import inserted_id
-from abiquo_central.events import Action, Component, Ref, Severity, record_event
+from abiquo_central.events import Action, Actor, Component, record_action
 from abiquo_runtime.errors import Conflict, InvalidInput, NotFound
 
 ENTERPRISE_NOT_FOUND = "EN-0"
@@ -91,15 +91,6 @@ class Enterprise:
     name: str
     is_reservation_restricted: bool
     limits: Limits
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes a change, as the event log names them."""
-
-    user_id: int
-    nick: str
-    enterprise_id: int
 
 
 def validate(spec: EnterpriseSpec) -> EnterpriseSpec:
@@ -192,18 +183,11 @@ async def _name_taken(conn: AsyncConnection, name: str, but: int | None = None) 
 async def _record(
     conn: AsyncConnection, actor: Actor, action: Action, enterprise_id: int, message: str
 ) -> None:
-    # The event is filed under the actor's enterprise, as every event is filed under
-    # the enterprise of whoever performed it.
-    actor_enterprise = (
-        await conn.execute(select(_ent.c.name).where(_ent.c.id == actor.enterprise_id))
-    ).scalar_one_or_none()
-    await record_event(
+    await record_action(
         conn,
-        severity=Severity.INFO,
+        actor,
         component=Component.ENTERPRISE,
         action=action,
-        user=Ref(actor.user_id, actor.nick),
-        enterprise=Ref(actor.enterprise_id, actor_enterprise or ""),
         target=f"/admin/enterprises/{enterprise_id}",
         message=message,
     )

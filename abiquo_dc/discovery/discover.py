@@ -144,9 +144,11 @@ async def detect_type(
     """The type of the hypervisor answering at `address`; None when nothing answers."""
     if simulator is not None:
         host = simulator.hosts.get(address)
-        if host is None or host.disconnected:
+        if host is not None and not host.disconnected:
+            return host.hypervisor_type
+        if simulator.types is None:
             return None
-        return host.hypervisor_type
+        # Only some types are simulated: a real host may answer there.
     return await probe(address, timeout=timeout, ports=ports)
 
 

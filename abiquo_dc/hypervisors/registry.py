@@ -28,11 +28,11 @@ def open_driver(
 ) -> Driver:
     """A driver for `connection`, not yet connected (call connect()).
 
-    With a SimulatedCloud (the settings enable the simulator) every type is simulated;
-    otherwise a type without a driver here raises NotSupported. `options`: keyword
+    With a SimulatedCloud (the settings enable the simulator) the types it simulates
+    are simulated; a type without a driver here raises NotSupported. `options`: keyword
     arguments of the real drivers, by type (the settings' [kvm] for KVM and Xen).
     """
-    if simulator is not None:
+    if simulator is not None and simulator.simulates(connection.type):
         return SimulatorDriver(connection, cloud=simulator, timeout=timeout)
     where = _DRIVERS.get(connection.type)
     if where is None:

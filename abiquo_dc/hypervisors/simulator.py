@@ -498,11 +498,20 @@ def _stray_definition(rng: random.Random) -> VirtualMachineDefinition:
 
 
 class SimulatedCloud:
-    """Any number of simulated hosts in one process, keyed by address."""
+    """Any number of simulated hosts in one process, keyed by address.
 
-    def __init__(self) -> None:
+    It stands in for the hypervisor types in `types` (None: for every type), so that
+    one datacenter can hold simulated hosts next to real ones of another type.
+    """
+
+    def __init__(self, types: Iterable[HypervisorType] | None = None) -> None:
         self.hosts: dict[str, SimulatedHost] = {}
         self.supervisor = Supervisor("simulated-cloud")
+        self.types = frozenset(types) if types is not None else None
+
+    def simulates(self, hypervisor: HypervisorType) -> bool:
+        """Whether drivers of this type are the simulator's."""
+        return self.types is None or hypervisor in self.types
 
     def add_host(self, address: str, **kwargs: object) -> SimulatedHost:
         """A new host at `address`; keyword arguments as SimulatedHost takes them."""

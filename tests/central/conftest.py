@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from argon2 import PasswordHasher
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,11 +32,13 @@ from abiquo_central.api import build_api
 from abiquo_central.db import tables
 from abiquo_central.db.engine import create_engine
 from abiquo_central.db.migrate import sync_url, upgrade
+from abiquo_central.link import DatacenterRequests, NoLink
 from abiquo_central.settings import CentralSettings
 from abiquo_central.tenants import privileges
 from abiquo_central.tenants.passwords import Passwords
 from abiquo_central.tenants.seed import ensure_admin
 from abiquo_central.tenants.users import create_user
+from abiquo_runtime.secrets import SecretBox
 
 ADMIN_PASSWORD = "admin-secret"
 USER_NICK = "jdoe"
@@ -220,6 +223,17 @@ def mount(api: web.Application) -> web.Application:
     return root
 
 
+@pytest.fixture(scope="session")
+def secrets() -> SecretBox:
+    return SecretBox(Fernet.generate_key())
+
+
+@pytest.fixture
+def link() -> DatacenterRequests:
+    """What the API reaches datacenters through: none, unless a test overrides this."""
+    return NoLink()
+
+
 @pytest.fixture
 async def api(
     engine: AsyncEngine,
@@ -227,9 +241,18 @@ async def api(
     settings: CentralSettings,
     clock: FakeClock,
     fast_passwords: Passwords,
+    secrets: SecretBox,
+    link: DatacenterRequests,
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """A client of the API, mounted at /api as the composition root does."""
-    app = build_api(engine=engine, settings=settings, clock=clock, passwords=fast_passwords)
+    app = build_api(
+        engine=engine,
+        settings=settings,
+        clock=clock,
+        passwords=fast_passwords,
+        secrets=secrets,
+        link=link,
+    )
     async with TestClient(TestServer(mount(app))) as client:
         yield client
 

@@ -15,7 +15,7 @@ from dataclasses import fields
 
 from aiohttp import web
 
-from abiquo_central.api.auth import principal
+from abiquo_central.api.auth import actor, principal
 from abiquo_central.api.body import read_entity
 from abiquo_central.api.endpoint import endpoint
 from abiquo_central.api.keys import ENGINE
@@ -80,13 +80,6 @@ def visible_to(request: web.Request) -> int | None:
     """The only enterprise the caller may see; None when it may see them all."""
     caller = principal(request)
     return None if caller.holds(ENTERPRISE_ADMINISTER_ALL) else caller.enterprise_id
-
-
-def actor(request: web.Request) -> domain.Actor:
-    caller = principal(request)
-    return domain.Actor(
-        user_id=caller.user_id, nick=caller.nick, enterprise_id=caller.enterprise_id
-    )
 
 
 @endpoint(produces=Enterprise.media.many, privileges=[ENTERPRISE_ENUMERATE])

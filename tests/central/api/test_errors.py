@@ -9,6 +9,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.api import build_api
@@ -25,6 +26,7 @@ from abiquo_runtime.errors import (
     PermanentError,
     TemporaryError,
 )
+from abiquo_runtime.secrets import SecretBox
 from tests.central.conftest import mount
 
 FAILURES: dict[str, tuple[Exception, int, str]] = {
@@ -59,7 +61,9 @@ async def _echo(request: web.Request) -> web.Response:
 async def client(
     lone_engine: AsyncEngine,
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    api = build_api(engine=lone_engine, settings=CentralSettings())
+    api = build_api(
+        engine=lone_engine, settings=CentralSettings(), secrets=SecretBox(Fernet.generate_key())
+    )
     for name, (error, _, _) in FAILURES.items():
         api.router.add_get(f"/fail/{name}", _failing(error))
     api.router.add_get("/crash", _crash)
