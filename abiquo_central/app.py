@@ -22,10 +22,12 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.api import build_api
+from abiquo_central.api.keys import utc_now
 from abiquo_central.db.engine import create_engine
 from abiquo_central.link import CentralLink
 from abiquo_central.notifications import message_handler
 from abiquo_central.settings import CentralSettings
+from abiquo_dc.protocol.messages import Message
 from abiquo_runtime.httpserver import HttpServer
 from abiquo_runtime.messaging.transport import Transport
 from abiquo_runtime.secrets import SecretBox
@@ -46,16 +48,24 @@ class Central:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
+        # What "now" is to liveness (tests move it).
+        self.clock: Callable[[], datetime] = clock if clock is not None else utc_now
         # Creating the engine opens nothing: connections come with the first query.
         self.engine = create_engine(
             settings.database.url,
             pool_size=settings.database.pool_size,
             echo=settings.database.echo,
         )
+        self.secrets = SecretBox.open(Path(settings.secrets.key_file))
         self.link = CentralLink(
-            transport=transport,
-            on_message=message_handler(engine=self.engine),
-            prefetch=settings.rabbitmq.prefetch,
+            transport=transport, on_message=self._on_message, prefetch=settings.rabbitmq.prefetch
+        )
+        # Made after the link, which it sends through.
+        self._handle = message_handler(
+            engine=self.engine,
+            link=self.link,
+            secrets=self.secrets,
+            request_timeout=settings.datacenters.request_timeout,
         )
         self.app = web.Application()
         self.app[ENGINE] = self.engine
@@ -65,9 +75,9 @@ class Central:
             build_api(
                 engine=self.engine,
                 settings=settings,
-                secrets=SecretBox.open(Path(settings.secrets.key_file)),
+                secrets=self.secrets,
                 link=self.link,
-                clock=clock,
+                clock=self.clock,
             ),
         )
         self.app.cleanup_ctx.extend([self._engine_ctx, self._link_ctx, self._accept_ctx])
@@ -77,6 +87,9 @@ class Central:
             port=settings.http.port,
             drain_timeout=settings.shutdown.drain_timeout,
         )
+
+    async def _on_message(self, message: Message) -> None:
+        await self._handle(message)
 
     async def _engine_ctx(self, app: web.Application) -> AsyncIterator[None]:
         yield

@@ -6,12 +6,25 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.infrastructure.datacenters import record_heartbeat
-from abiquo_central.link import OnMessage
+from abiquo_central.infrastructure.discovery import DatacenterCalls
+from abiquo_central.infrastructure.monitoring import restore_monitoring
+from abiquo_central.link import DatacenterRequests, OnMessage
 from abiquo_dc.protocol.messages import Heartbeat, Message, SubsystemStateChanged
+from abiquo_dc.protocol.monitoring import MonitoringStateLost
+from abiquo_runtime.secrets import SecretBox
 
 
-def message_handler(*, engine: AsyncEngine) -> OnMessage:
+def message_handler(
+    *,
+    engine: AsyncEngine,
+    link: DatacenterRequests,
+    secrets: SecretBox,
+    request_timeout: float,
+) -> OnMessage:
+    """What to do with each message; `link` is for what a message asks central to send
+    back (a datacenter that lost its monitoring state gets its hosts again)."""
     log = structlog.get_logger("abiquo.central.notifications")
+    calls = DatacenterCalls(link=link, request_timeout=request_timeout)
 
     async def handle(message: Message) -> None:
         match message:
@@ -34,6 +47,8 @@ def message_handler(*, engine: AsyncEngine) -> OnMessage:
                     state=message.state.value,
                     reason=message.reason or None,
                 )
+            case MonitoringStateLost():
+                await restore_monitoring(engine, calls, secrets, message.dc_uuid)
             case _:
                 log.warning("message of no interest", message_type=type(message).__name__)
 

@@ -23,6 +23,7 @@ from abiquo_central.db.migrate import upgrade
 from abiquo_central.infrastructure.datacenters import ensure_datacenter
 from abiquo_central.settings import CentralSettings, DatabaseSettings, SecretsSettings
 from abiquo_central.tenants.seed import ensure_admin
+from abiquo_cli.demo_infrastructure import register_demo_infrastructure
 from abiquo_dc.am.ovf import OvfDisk, OvfFile, render_envelope, safe_relative
 from abiquo_dc.am.qemu import create_image
 from abiquo_dc.app import build_datacenter
@@ -49,7 +50,8 @@ class AllInOneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     # 0: the port after the API's.
     dc_port: int = 0
-    # 0: any free port (the datacenter is told which).
+    # 0: the port two after the API's (any free one when the API's is 0). Fixed, so that
+    # the demo host registered as a machine is found where it was at the next start.
     aim_port: int = 0
     state_dir: str = "var/all-in-one"
     datacenter_name: str = "all-in-one"
@@ -77,7 +79,10 @@ class AllInOne:
         self.datastore = state / "datastore"
         self.aim = AimServer(
             AimSettings(
-                listen=ListenSettings(host=settings.http.host, port=settings.aim_port),
+                listen=ListenSettings(
+                    host=settings.http.host,
+                    port=settings.aim_port or (settings.http.port + 2 if settings.http.port else 0),
+                ),
                 libvirt=LibvirtSettings(uri=f"test://{DEMO_HOST}"),
                 repository=RepositorySettings(path=str(self.repository)),
                 datastores=[str(self.datastore)],
@@ -145,6 +150,16 @@ class AllInOne:
         await self.aim.start()
         await self.datacenter.start()
         await self.central.start()
+        # Over what the API itself uses, once all three run: the DC answers discovery.
+        await register_demo_infrastructure(
+            self.central,
+            dc_uuid=self.dc_uuid,
+            dc_url=self.datacenter.server.url,
+            name=self.settings.datacenter_name,
+            location=self.settings.datacenter_location,
+            host_address=self.settings.http.host,
+            host_port=self.aim.port,
+        )
 
     def shutdown_stages(self) -> Sequence[Stage]:
         """Each stage of central, the datacenter and the AIM run together, in that order of

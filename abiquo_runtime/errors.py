@@ -35,6 +35,16 @@ class Conflict(AbiquoError):
     code = "GEN-3"
 
 
+class NotPermitted(AbiquoError):
+    """The caller is known, but what it holds does not allow this.
+
+    Raised where the decision needs stored data (the role a user holds, the enterprise
+    a role belongs to), inside the transaction that acts on it.
+    """
+
+    code = "AUTH-2"
+
+
 class LimitExceeded(AbiquoError):
     code = "LIMIT-1"
 

@@ -1,6 +1,7 @@
 """Central and a datacenter, each composed as its program composes it, over the real
-RabbitMQ and MariaDB: the DC's heartbeats make it available in the API, central's
-request reaches it, and when its heartbeats stop it shows unavailable."""
+RabbitMQ and MariaDB: its remote services registered and checked, the DC's heartbeats
+make it (and them) available in the API, central's request reaches it, and when its
+heartbeats stop it shows unavailable."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from abiquo_central.app import Central
 from abiquo_central.db.migrate import upgrade
 from abiquo_central.infrastructure.datacenters import ensure_datacenter
+from abiquo_central.infrastructure.remote_services import DC_PATHS, register_remote_service
 from abiquo_central.settings import (
     CentralSettings,
     DatabaseSettings,
@@ -104,10 +106,21 @@ async def test_a_datacenter_comes_alive_answers_and_goes_away(
         dc_settings,
         transport=AmqpTransport(rabbitmq_url, connection_name=f"e2e dc {uuid.uuid4()}"),
     )
-    await ensure_datacenter(central.engine, uuid=dc.uuid, name="madrid", location="Madrid")
+    dc_id = await ensure_datacenter(central.engine, uuid=dc.uuid, name="madrid", location="Madrid")
     await dc.start()
     try:
         async with aiohttp.ClientSession() as http:
+            # Registered as the all-in-one does: each checked over HTTP and over the link.
+            for kind, path in DC_PATHS.items():
+                await register_remote_service(
+                    central.engine,
+                    http,
+                    dc_id,
+                    kind,
+                    f"{dc.server.url}/{path}",
+                    link=central.link,
+                    timeout=5,
+                )
 
             async def all_up() -> dict[str, Any] | None:
                 [found] = await datacenters(central, http)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from abiquo_central.api import version
+from abiquo_central.api import openapi, version
 from abiquo_central.api.auth import auth_middleware
 from abiquo_central.api.correlation import correlation_middleware, echo_correlation_id
 from abiquo_central.api.errors import error_middleware
 from abiquo_central.api.keys import (
     CLOCK,
     ENGINE,
+    HTTP_CLIENT,
     LINK,
     PASSWORDS,
     SECRETS,
@@ -20,7 +24,27 @@ from abiquo_central.api.keys import (
     utc_now,
 )
 from abiquo_central.api.negotiation import negotiation_middleware
-from abiquo_central.api.resources import datacenters, enterprises, events, login
+from abiquo_central.api.resources import (
+    categories,
+    datacenters,
+    datastores,
+    discovery,
+    disk_formats,
+    enterprises,
+    events,
+    hypervisor_types,
+    limits,
+    locations,
+    login,
+    machines,
+    privileges,
+    properties,
+    racks,
+    remote_services,
+    reserved_machines,
+    roles,
+    users,
+)
 from abiquo_central.link import DatacenterRequests, NoLink
 from abiquo_central.settings import CentralSettings
 from abiquo_central.tenants.passwords import Passwords
@@ -28,6 +52,13 @@ from abiquo_runtime.secrets import SecretBox
 
 # Bodies larger than this are refused with 413 before they are read.
 MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    # Checks of remote services reuse its connections; it closes with the application.
+    async with aiohttp.ClientSession() as session:
+        app[HTTP_CLIENT] = session
+        yield
 
 
 def build_api(
@@ -64,9 +95,26 @@ def build_api(
     app[SECRETS] = secrets
     app[LINK] = link if link is not None else NoLink()
     app.on_response_prepare.append(echo_correlation_id)
+    app.cleanup_ctx.append(_http_client)
     version.add_routes(app.router)
+    openapi.setup(app)
     datacenters.add_routes(app.router)
+    remote_services.add_routes(app.router)
     enterprises.add_routes(app.router)
     events.add_routes(app.router)
     login.add_routes(app.router)
+    limits.add_routes(app.router)
+    locations.add_routes(app.router)
+    hypervisor_types.add_routes(app.router)
+    disk_formats.add_routes(app.router)
+    categories.add_routes(app.router)
+    properties.add_routes(app.router)
+    privileges.add_routes(app.router)
+    roles.add_routes(app.router)
+    users.add_routes(app.router)
+    racks.add_routes(app.router)
+    machines.add_routes(app.router)
+    datastores.add_routes(app.router)
+    discovery.add_routes(app.router)
+    reserved_machines.add_routes(app.router)
     return app

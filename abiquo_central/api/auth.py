@@ -8,9 +8,10 @@ password is even checked.
 
 Every request is authenticated unless its route is declared `public`; requests that
 match no route are too, so that nobody learns what exists without credentials.
-Authorisation is the route's declared privileges. A route that declares none gets the
-default of its area: under /api/admin, PHYS_DC_ENUMERATE (until every route declares
-its own); elsewhere, any authenticated user.
+Authorisation is the route's declared privileges; a declared route that names none is
+open to any authenticated user (it decides from the stored data, as "a user may read
+itself" does). A route that is not declared at all gets the default of its area: under
+/api/admin, PHYS_DC_ENUMERATE; elsewhere, any authenticated user.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ async def _by_password(request: web.Request, nick: str, password: str) -> Princi
 
 
 def required_privileges(request: web.Request, spec: Endpoint | None) -> frozenset[str]:
-    if spec is not None and spec.privileges:
+    if spec is not None:
         return spec.privileges
     if request.path.startswith(ADMIN_AREA):
         return ADMIN_DEFAULT_PRIVILEGES
@@ -156,5 +157,4 @@ def principal(request: web.Request) -> Principal:
 
 def actor(request: web.Request) -> Actor:
     """The caller as the event log names whoever makes a change."""
-    caller = request[PRINCIPAL]
-    return Actor(user_id=caller.user_id, nick=caller.nick, enterprise_id=caller.enterprise_id)
+    return request[PRINCIPAL].as_actor()

@@ -33,6 +33,7 @@ from abiquo_runtime.errors import (
     InvalidInput,
     LimitExceeded,
     NotFound,
+    NotPermitted,
     PermanentError,
     TemporaryError,
 )
@@ -60,6 +61,7 @@ HTTP_CODES: Mapping[int, str] = MappingProxyType(
 STATUS_OF: tuple[tuple[type[AbiquoError], int], ...] = (
     (InvalidInput, 400),
     (NotFound, 404),
+    (NotPermitted, 403),
     (Conflict, 409),
     (LimitExceeded, 409),
     (TemporaryError, 503),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +32,9 @@ PASSWORDS = web.AppKey("abiquo.api.passwords", Passwords)
 SECRETS = web.AppKey("abiquo.api.secrets", SecretBox)
 # Requests to the datacenters (discovery, checks, monitoring).
 LINK: web.AppKey[DatacenterRequests] = web.AppKey("abiquo.api.link")
+# One HTTP client for what central asks over HTTP (the remote services' checks); opened
+# and closed with the application.
+HTTP_CLIENT = web.AppKey("abiquo.api.http_client", aiohttp.ClientSession)
 
 # Request state, set by the middlewares.
 CORRELATION_ID = web.RequestKey("abiquo.api.correlation_id", str)

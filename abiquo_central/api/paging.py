@@ -10,8 +10,11 @@ from abiquo_central.api.model import Link
 from abiquo_central.db.paging import DEFAULT_LIMIT, PageRequest
 from abiquo_runtime.errors import InvalidInput
 
+# No listing holds more rows than a 32-bit id counts: a larger offset is a mistake.
+MAX_STARTWITH = 2**31 - 1
 
-def _int(request: web.Request, name: str, default: int, *, least: int) -> int:
+
+def _int(request: web.Request, name: str, default: int, *, least: int, most: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -19,8 +22,8 @@ def _int(request: web.Request, name: str, default: int, *, least: int) -> int:
         value = int(raw)
     except ValueError:
         raise InvalidInput(f"'{name}' must be a whole number, not '{raw}'") from None
-    if value < least:
-        raise InvalidInput(f"'{name}' must be at least {least}")
+    if not least <= value <= most:
+        raise InvalidInput(f"'{name}' must be between {least} and {most}")
     return value
 
 
@@ -35,8 +38,8 @@ def parse_page(request: web.Request, *, default_limit: int = DEFAULT_LIMIT) -> P
     by = request.query.get("by") or None
     has = request.query.get("has") or None
     return PageRequest(
-        startwith=_int(request, "startwith", 0, least=0),
-        limit=_int(request, "limit", default_limit, least=1),
+        startwith=_int(request, "startwith", 0, least=0, most=MAX_STARTWITH),
+        limit=_int(request, "limit", default_limit, least=1, most=MAX_STARTWITH),
         by=by,
         asc=asc_raw == "true",
         has=has,

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
 
+from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Format, Media, MediaName
 from abiquo_central.api.model import Collection, Entity
 from abiquo_central.api.negotiation import negotiated
 from abiquo_central.api.paging import page_links
 from abiquo_central.api.xml import encode_xml
-from abiquo_central.db.paging import PageRequest
+from abiquo_central.db.paging import Page, PageRequest
 
 E = TypeVar("E", bound=Entity)
+T = TypeVar("T")
 
 
 def encode(value: msgspec.Struct, media: MediaName, fmt: Format) -> bytes:
@@ -65,3 +67,22 @@ def render_collection(
     links = page_links(request, page, total, media.many) if page and total is not None else []
     value = Collection[E](collection=list(items), total_size=total, links=links)
     return _response(request, value, media.many, status, None)
+
+
+def render_page(
+    request: web.Request,
+    found: Page[T],
+    page: PageRequest,
+    to_model: Callable[[T, Hrefs], E],
+    *,
+    media: Media,
+) -> web.Response:
+    """A page of a listing: each item of `found` as its model, with totalSize and links."""
+    hrefs = Hrefs.of(request)
+    return render_collection(
+        request,
+        [to_model(item, hrefs) for item in found.items],
+        media=media,
+        total=found.total,
+        page=page,
+    )

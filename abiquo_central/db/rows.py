@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CursorResult
+from sqlalchemy import ColumnElement, CursorResult, Table, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
@@ -13,3 +14,15 @@ def inserted_id(result: CursorResult[Any]) -> int:
     if key is None or key[0] is None:
         raise RuntimeError("the insert reported no generated primary key")
     return int(key[0])
+
+
+async def taken(
+    conn: AsyncConnection, table: Table, *where: ColumnElement[bool], but: int | None = None
+) -> bool:
+    """Whether a row of `table` other than the one with id `but` meets `where`: a unique
+    value (a name in its scope) already taken. Checked first so that the caller can say
+    which value clashes; the unique key still decides between concurrent writers."""
+    query = select(table.c.id).where(*where)
+    if but is not None:
+        query = query.where(table.c.id != but)
+    return (await conn.execute(query.limit(1))).first() is not None

@@ -1,28 +1,76 @@
-"""Datacenters: what is registered, and what central last heard from each."""
+"""Datacenters: what is registered, and what central last heard from each.
+
+An administrator creates a datacenter with its remote services in one go (as Abiquo's
+clients do); their checks tell central which datacenter process it is (remote_services.py).
+Its liveness comes from the heartbeats that process sends, stored by its UUID.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, Row, Select, and_, case, or_, select
+from sqlalchemy import ColumnElement, Executable, Row, Select, and_, case, func, or_, select
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
 from abiquo_central.db.paging import Page, PageRequest, fetch_page
 from abiquo_central.db.rows import inserted_id
-from abiquo_central.infrastructure.remote_services import RemoteService, remote_services
-from abiquo_runtime.errors import Conflict, NotFound, TemporaryError
+from abiquo_central.events import Action, Actor
+from abiquo_central.infrastructure.checks import Probe, check_services
+from abiquo_central.infrastructure.remote_services import (
+    DATACENTER_NOT_FOUND,
+    INVALID_TYPE,
+    Checker,
+    RemoteService,
+    ServiceType,
+    admit,
+    alive,
+    datacenter_not_found,
+    insert_service,
+    parse_type,
+    record,
+    services_of,
+    shown_services,
+    target_of,
+    uri_free,
+    validate_uri,
+)
+from abiquo_runtime.errors import Conflict, InvalidInput, TemporaryError
 
-DATACENTER_NOT_FOUND = "DC-0"
+__all__ = [
+    "DATACENTER_NOT_FOUND",
+    "DATACENTER_UNAVAILABLE",
+    "DATACENTER_UNLINKED",
+    "Datacenter",
+    "DatacenterAway",
+    "DatacenterSpec",
+    "DatacenterUnlinked",
+    "create_datacenter",
+    "delete_datacenter",
+    "ensure_datacenter",
+    "get_datacenter",
+    "get_liveness",
+    "list_datacenters",
+    "reachable_datacenter",
+    "record_heartbeat",
+    "update_datacenter",
+]
+
 DATACENTER_UNAVAILABLE = "DC-1"
 DATACENTER_UNLINKED = "DC-2"
+DUPLICATED_NAME = "DC-3"
+DATACENTER_IN_USE = "DC-4"
+
+# The columns' length: longer values are refused rather than cut.
+NAME_MAX = 255
+LOCATION_MAX = 255
 
 
 class DatacenterAway(TemporaryError):
@@ -71,6 +119,36 @@ class Liveness:
     services: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class DatacenterSpec:
+    """What a caller sets on a datacenter: its name and location, and (creating it) its
+    remote services as (type, URI) pairs."""
+
+    name: str
+    location: str = ""
+    remote_services: Sequence[tuple[str, str]] = ()
+
+
+def validate(spec: DatacenterSpec) -> DatacenterSpec:
+    """`spec` trimmed, its services' types and URIs checked; InvalidInput otherwise."""
+    name, location = spec.name.strip(), spec.location.strip()
+    if not name:
+        raise InvalidInput("a datacenter needs a name")
+    if len(name) > NAME_MAX:
+        raise InvalidInput(f"a datacenter's name has at most {NAME_MAX} characters")
+    if len(location) > LOCATION_MAX:
+        raise InvalidInput(f"a datacenter's location has at most {LOCATION_MAX} characters")
+    services: dict[ServiceType, str] = {}
+    for kind_name, uri in spec.remote_services:
+        kind = parse_type(kind_name)
+        if kind in services:
+            raise InvalidInput(f"the {kind.value} is given twice", code=INVALID_TYPE)
+        services[kind] = validate_uri(kind, uri)
+    # In Abiquo's order: the VIRTUAL_FACTORY, which names the datacenter, first.
+    ordered = sorted(services.items(), key=lambda item: list(ServiceType).index(item[0]))
+    return DatacenterSpec(name=name, location=location, remote_services=tuple(ordered))
+
+
 def _select() -> Select[Any]:
     return select(
         _dc.c.id,
@@ -83,9 +161,11 @@ def _select() -> Select[Any]:
     ).select_from(_dc.outerjoin(_live, _live.c.dc_uuid == _dc.c.uuid))
 
 
-def _datacenter(row: Row[Any], *, now: datetime, liveness_timeout: float) -> Datacenter:
+def _datacenter(
+    row: Row[Any], services: Sequence[Row[Any]], *, now: datetime, liveness_timeout: float
+) -> Datacenter:
     last_seen: datetime | None = row.last_seen
-    available = last_seen is not None and now - last_seen <= timedelta(seconds=liveness_timeout)
+    available = alive(last_seen, now=now, liveness_timeout=liveness_timeout)
     return Datacenter(
         id=row.id,
         uuid=row.uuid,
@@ -93,7 +173,7 @@ def _datacenter(row: Row[Any], *, now: datetime, liveness_timeout: float) -> Dat
         location=row.location,
         available=available,
         last_heartbeat=last_seen,
-        remote_services=remote_services(row.http_url, row.services, available=available),
+        remote_services=shown_services(services, alive=available, reported=row.services),
     )
 
 
@@ -110,8 +190,11 @@ async def list_datacenters(
             tiebreaker=_dc.c.id,
             name=_dc.c.name,
         )
+        services = await services_of(conn, [r.id for r in rows])
     return Page(
-        items=[_datacenter(r, now=now, liveness_timeout=liveness_timeout) for r in rows],
+        items=[
+            _datacenter(r, services[r.id], now=now, liveness_timeout=liveness_timeout) for r in rows
+        ],
         total=total,
     )
 
@@ -121,9 +204,10 @@ async def get_datacenter(
 ) -> Datacenter:
     async with engine.connect() as conn:
         row = (await conn.execute(_select().where(_dc.c.id == dc_id))).one_or_none()
-    if row is None:
-        raise NotFound("The requested datacenter does not exist", code=DATACENTER_NOT_FOUND)
-    return _datacenter(row, now=now, liveness_timeout=liveness_timeout)
+        if row is None:
+            raise datacenter_not_found()
+        services = await services_of(conn, [row.id])
+    return _datacenter(row, services[row.id], now=now, liveness_timeout=liveness_timeout)
 
 
 async def reachable_datacenter(
@@ -144,6 +228,175 @@ async def reachable_datacenter(
     if not dc.available:
         raise DatacenterAway(f"Datacenter {dc.name} is unavailable: its heartbeats stopped")
     return dc
+
+
+def _duplicated(name: str) -> Conflict:
+    return Conflict(f"There is already a datacenter named {name}", code=DUPLICATED_NAME)
+
+
+async def _name_free(conn: AsyncConnection, name: str, but: int | None = None) -> None:
+    query = select(_dc.c.id).where(_dc.c.name == name)
+    if but is not None:
+        query = query.where(_dc.c.id != but)
+    if (await conn.execute(query)).first() is not None:
+        raise _duplicated(name)
+
+
+def _target(dc_id: int) -> str:
+    return f"/admin/datacenters/{dc_id}"
+
+
+async def create_datacenter(
+    engine: AsyncEngine,
+    spec: DatacenterSpec,
+    *,
+    checker: Checker | None,
+    actor: Actor | None,
+    now: datetime | None = None,
+) -> int:
+    """A new datacenter with its remote services, each checked first by `checker`; its id.
+
+    Services that do not answer are registered all the same, down; its UUID stays
+    unknown until its VIRTUAL_FACTORY answers. Conflict when the name or a URI is taken,
+    or a service answers as another datacenter's: then nothing is created.
+    """
+    spec = validate(spec)
+    now = now if now is not None else datetime.now(UTC)
+    services = [(ServiceType(kind), uri) for kind, uri in spec.remote_services]
+    # Refuse what is refused anyway before waiting for the checks.
+    async with engine.connect() as conn:
+        await _name_free(conn, spec.name)
+        for _, uri in services:
+            await uri_free(conn, uri)
+    found: list[Probe] = []
+    if services:
+        if checker is None:
+            raise ValueError("remote services cannot be registered unchecked")
+        found = await check_services(
+            checker.session,
+            checker.link,
+            [target_of(kind, uri) for kind, uri in services],
+            dc_uuid=None,
+            timeout=checker.timeout,
+        )
+    try:
+        async with engine.begin() as conn:
+            await _name_free(conn, spec.name)
+            dc_id = inserted_id(
+                await conn.execute(
+                    _dc.insert().values(name=spec.name, location=spec.location, created_at=now)
+                )
+            )
+            await record(
+                conn,
+                actor,
+                Action.DC_CREATE,
+                dc_id=dc_id,
+                target=_target(dc_id),
+                message=f"Datacenter {spec.name} created",
+            )
+            dc_uuid: str | None = None
+            for (kind, uri), result in zip(services, found, strict=True):
+                await uri_free(conn, uri)
+                dc_uuid = await admit(
+                    conn,
+                    dc_id=dc_id,
+                    dc_name=spec.name,
+                    dc_uuid=dc_uuid,
+                    kind=kind,
+                    uri=uri,
+                    found=result,
+                )
+                await insert_service(
+                    conn,
+                    actor,
+                    dc_id=dc_id,
+                    dc_name=spec.name,
+                    kind=kind,
+                    uri=uri,
+                    found=result,
+                    now=now,
+                )
+    except IntegrityError:
+        # Another request took the name, a URI or the UUID between the checks and now.
+        raise Conflict(
+            f"Datacenter {spec.name} conflicts with a concurrent change; try again",
+            code=DUPLICATED_NAME,
+        ) from None
+    return dc_id
+
+
+async def update_datacenter(
+    engine: AsyncEngine, dc_id: int, spec: DatacenterSpec, *, actor: Actor | None
+) -> None:
+    """Rename and relocate a datacenter (its remote services have their own resource:
+    `spec.remote_services` is not looked at)."""
+    spec = validate(DatacenterSpec(name=spec.name, location=spec.location))
+    try:
+        async with engine.begin() as conn:
+            found = (
+                await conn.execute(select(_dc.c.name).where(_dc.c.id == dc_id))
+            ).scalar_one_or_none()
+            if found is None:
+                raise datacenter_not_found()
+            await _name_free(conn, spec.name, but=dc_id)
+            await conn.execute(
+                _dc.update().where(_dc.c.id == dc_id).values(name=spec.name, location=spec.location)
+            )
+            renamed = f" (was {found})" if found != spec.name else ""
+            await record(
+                conn,
+                actor,
+                Action.DC_MODIFY,
+                dc_id=dc_id,
+                target=_target(dc_id),
+                message=f"Datacenter {spec.name}{renamed} modified",
+            )
+    except IntegrityError:
+        raise _duplicated(spec.name) from None
+
+
+async def delete_datacenter(engine: AsyncEngine, dc_id: int, *, actor: Actor | None) -> None:
+    """Remove a datacenter and its remote services; Conflict while racks are in it (or
+    anything else refers to it: enterprise limits, machines)."""
+    in_use = Conflict(
+        "The datacenter is still in use: delete its racks (and its enterprises' limits in it)"
+        " first",
+        code=DATACENTER_IN_USE,
+    )
+    try:
+        async with engine.begin() as conn:
+            name = (
+                await conn.execute(select(_dc.c.name).where(_dc.c.id == dc_id))
+            ).scalar_one_or_none()
+            if name is None:
+                raise datacenter_not_found()
+            racks = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(tables.rack)
+                    .where(tables.rack.c.datacenter_id == dc_id)
+                )
+            ).scalar_one()
+            if racks:
+                raise Conflict(
+                    f"Datacenter {name} still has {racks} rack(s): delete them first",
+                    code=DATACENTER_IN_USE,
+                )
+            # The schema cascades, but deleting explicitly says what goes with it.
+            rs = tables.remote_service
+            await conn.execute(rs.delete().where(rs.c.datacenter_id == dc_id))
+            await conn.execute(_dc.delete().where(_dc.c.id == dc_id))
+            await record(
+                conn,
+                actor,
+                Action.DC_DELETE,
+                dc_id=dc_id,
+                target=_target(dc_id),
+                message=f"Datacenter {name} deleted",
+            )
+    except IntegrityError:
+        raise in_use from None
 
 
 async def ensure_datacenter(

@@ -6,13 +6,20 @@ Session tokens are in `sessions`, the throttling of failed logins in `throttle`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
-from abiquo_central.events import record_login
+from abiquo_central.events import Actor, record_login
 from abiquo_central.tenants.passwords import Passwords
+
+# How a user authenticates: against central's own password, or (once it is supported)
+# against a directory.
+ABIQUO = "ABIQUO"
+LDAP = "LDAP"
+AUTH_TYPES: tuple[str, ...] = (ABIQUO, LDAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,24 +31,40 @@ class Principal:
     enterprise_id: int
     role: str
     privileges: frozenset[str]
+    auth_type: str = ABIQUO
+    # The only virtual datacenters the user may see and use; empty for every one of its
+    # enterprise's.
+    available_vdcs: frozenset[int] = frozenset()
+
+    def as_actor(self) -> Actor:
+        """The caller as the event log names whoever makes a change."""
+        return Actor(user_id=self.user_id, nick=self.nick, enterprise_id=self.enterprise_id)
 
     def holds(self, *privileges: str) -> bool:
         return all(p in self.privileges for p in privileges)
 
+    def may_use_vdc(self, vdc_id: int) -> bool:
+        """Whether the user's restriction to some VDCs (if any) lets it use this one."""
+        return not self.available_vdcs or vdc_id in self.available_vdcs
 
-@dataclass(frozen=True, slots=True)
-class Account:
-    """What a user shows of itself (GET /api/login)."""
 
-    id: int
-    nick: str
-    name: str
-    surname: str
-    email: str
-    locale: str
-    active: bool
-    enterprise_id: int
-    role_id: int
+def vdc_ids(stored: str) -> frozenset[int]:
+    """The VDC ids a user's available_vdcs column holds ("" for all: empty)."""
+    return frozenset(int(part) for part in stored.split(",") if part.strip().isdigit())
+
+
+def principal_of(row: Row[*tuple[Any, ...]], privileges: frozenset[str]) -> Principal:
+    """The Principal of a row with the user's id, nick, enterprise_id, auth_type,
+    available_vdcs and its role's name as role_name."""
+    return Principal(
+        user_id=row.id,
+        nick=row.nick,
+        enterprise_id=row.enterprise_id,
+        role=row.role_name,
+        privileges=privileges,
+        auth_type=row.auth_type,
+        available_vdcs=vdc_ids(row.available_vdcs),
+    )
 
 
 async def role_privileges(conn: AsyncConnection, role_id: int) -> frozenset[str]:
@@ -57,40 +80,6 @@ async def role_privileges(conn: AsyncConnection, role_id: int) -> frozenset[str]
     )
 
 
-async def get_account(engine: AsyncEngine, user_id: int) -> Account | None:
-    """The user with this id, or None when there is none."""
-    user = tables.user
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(
-                    user.c.id,
-                    user.c.nick,
-                    user.c.name,
-                    user.c.surname,
-                    user.c.email,
-                    user.c.locale,
-                    user.c.active,
-                    user.c.enterprise_id,
-                    user.c.role_id,
-                ).where(user.c.id == user_id)
-            )
-        ).one_or_none()
-    if row is None:
-        return None
-    return Account(
-        id=row.id,
-        nick=row.nick,
-        name=row.name,
-        surname=row.surname,
-        email=row.email,
-        locale=row.locale,
-        active=bool(row.active),
-        enterprise_id=row.enterprise_id,
-        role_id=row.role_id,
-    )
-
-
 async def authenticate(
     engine: AsyncEngine, passwords: Passwords, *, nick: str, password: str
 ) -> Principal | None:
@@ -101,10 +90,13 @@ async def authenticate(
             await conn.execute(
                 select(
                     user.c.id,
+                    user.c.nick,
                     user.c.enterprise_id,
                     user.c.password_hash,
                     user.c.active,
                     user.c.role_id,
+                    user.c.auth_type,
+                    user.c.available_vdcs,
                     role.c.name.label("role_name"),
                 )
                 .join(role, role.c.id == user.c.role_id)
@@ -129,10 +121,4 @@ async def authenticate(
             engine, nick=nick, user_id=row.id, enterprise_id=row.enterprise_id, succeeded=False
         )
         return None
-    return Principal(
-        user_id=row.id,
-        nick=nick,
-        enterprise_id=row.enterprise_id,
-        role=row.role_name,
-        privileges=privileges,
-    )
+    return principal_of(row, privileges)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
 from abiquo_central.db.paging import Page, PageRequest, fetch_page
-from abiquo_central.db.rows import inserted_id
+from abiquo_central.db.rows import inserted_id, taken
 from abiquo_central.events import Action, Actor, Component, record_action
 from abiquo_runtime.errors import Conflict, InvalidInput, NotFound
 
@@ -100,10 +100,21 @@ def validate(spec: EnterpriseSpec) -> EnterpriseSpec:
         raise InvalidInput("an enterprise needs a name")
     if len(name) > NAME_MAX:
         raise InvalidInput(f"an enterprise's name has at most {NAME_MAX} characters")
+    return EnterpriseSpec(
+        name=name,
+        is_reservation_restricted=spec.is_reservation_restricted,
+        limits=validate_limits(spec.limits),
+    )
+
+
+def validate_limits(limits: Limits) -> Limits:
+    """`limits` when every value fits its column and no soft limit is above its hard one;
+    InvalidInput (INVALID_LIMITS) listing every problem otherwise. Shared by the
+    enterprise's own limits and its limits per datacenter, which follow the same rules."""
     problems: list[str] = []
     for resource in RESOURCES:
-        soft = getattr(spec.limits, f"{resource}_soft")
-        hard = getattr(spec.limits, f"{resource}_hard")
+        soft = getattr(limits, f"{resource}_soft")
+        hard = getattr(limits, f"{resource}_hard")
         top = LIMIT_MAX[resource]
         if not (0 <= soft <= top and 0 <= hard <= top):
             problems.append(f"{resource} limits must be between 0 and {top}")
@@ -112,9 +123,7 @@ def validate(spec: EnterpriseSpec) -> EnterpriseSpec:
             problems.append(f"{resource} soft limit {soft} is above its hard limit {hard}")
     if problems:
         raise InvalidInput("; ".join(problems), code=INVALID_LIMITS)
-    return EnterpriseSpec(
-        name=name, is_reservation_restricted=spec.is_reservation_restricted, limits=spec.limits
-    )
+    return limits
 
 
 def _enterprise(row: Row[Any]) -> Enterprise:
@@ -174,10 +183,7 @@ async def get_enterprise(
 
 
 async def _name_taken(conn: AsyncConnection, name: str, but: int | None = None) -> bool:
-    query = select(_ent.c.id).where(_ent.c.name == name)
-    if but is not None:
-        query = query.where(_ent.c.id != but)
-    return (await conn.execute(query)).first() is not None
+    return await taken(conn, _ent, _ent.c.name == name, but=but)
 
 
 async def _record(
@@ -274,7 +280,8 @@ async def update_enterprise(
 async def delete_enterprise(
     engine: AsyncEngine, enterprise_id: int, *, actor: Actor, visible_to: int | None = None
 ) -> None:
-    """Remove an enterprise and the roles of its own.
+    """Remove an enterprise, the roles of its own and its limits per datacenter; the
+    machines reserved for it are released.
 
     Refused (Conflict) for the actor's own enterprise, which would leave the actor
     without one, and while users belong to it or hold one of its roles: removing them
@@ -307,6 +314,17 @@ async def delete_enterprise(
                 tables.role_privilege.delete().where(tables.role_privilege.c.role_id.in_(own_roles))
             )
             await conn.execute(role.delete().where(role.c.enterprise_id == enterprise_id))
+            # Its limits go with it, and the machines kept for it are anyone's again.
+            await conn.execute(
+                tables.enterprise_limit.delete().where(
+                    tables.enterprise_limit.c.enterprise_id == enterprise_id
+                )
+            )
+            await conn.execute(
+                tables.machine.update()
+                .where(tables.machine.c.reserved_enterprise_id == enterprise_id)
+                .values(reserved_enterprise_id=None)
+            )
             await conn.execute(_ent.delete().where(_ent.c.id == enterprise_id))
             await _record(
                 conn,

@@ -1,14 +1,18 @@
 """Abiquo's privileges and the seeded roles that hold them.
 
-The names are Abiquo's own (clients and the web console test for them by name). This is
-the classic set; the newer ones that make up the 53 of Abiquo 4.x come with the issue
-that exposes /config/privileges.
+The names are Abiquo's own (clients and the web console test for them by name), and so
+are their numeric ids: a privilege's id is its position in `ALL`, which is Abiquo's own
+order (the ids its `privilege` table gave them), so that /config/privileges/{id} names
+the same privilege here as in Abiquo. New privileges go at the end of `ALL`, never in
+between: the ids are part of the API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from abiquo_runtime.errors import InvalidInput
 
 # Home / enterprises
 ENTERPRISE_ENUMERATE = "ENTERPRISE_ENUMERATE"
@@ -44,6 +48,9 @@ APPLIB_MANAGE_REPOSITORY = "APPLIB_MANAGE_REPOSITORY"
 APPLIB_DOWNLOAD_IMAGE = "APPLIB_DOWNLOAD_IMAGE"
 APPLIB_MANAGE_CATEGORIES = "APPLIB_MANAGE_CATEGORIES"
 APPLIB_VM_COST_CODE = "APPLIB_VM_COST_CODE"
+APPLIB_MANAGE_GLOBAL_CATEGORIES = "APPLIB_MANAGE_GLOBAL_CATEGORIES"
+# Virtual machines' hard disks
+MANAGE_HARD_DISKS = "MANAGE_HARD_DISKS"
 # Users and roles
 USERS_VIEW = "USERS_VIEW"
 USERS_MANAGE_ENTERPRISE = "USERS_MANAGE_ENTERPRISE"
@@ -58,6 +65,7 @@ USERS_MANAGE_LDAP_GROUP = "USERS_MANAGE_LDAP_GROUP"
 USERS_ENUMERATE_CONNECTED = "USERS_ENUMERATE_CONNECTED"
 USERS_MANAGE_ENTERPRISE_BRANDING = "USERS_MANAGE_ENTERPRISE_BRANDING"
 USERS_DEFINE_AS_MANAGER = "USERS_DEFINE_AS_MANAGER"
+USERS_MANAGE_CHEF_ENTERPRISE = "USERS_MANAGE_CHEF_ENTERPRISE"
 # Configuration, events, pricing
 SYSCONFIG_VIEW = "SYSCONFIG_VIEW"
 SYSCONFIG_ALLOW_MODIFY = "SYSCONFIG_ALLOW_MODIFY"
@@ -67,6 +75,7 @@ EVENTLOG_VIEW_ALL = "EVENTLOG_VIEW_ALL"
 PRICING_VIEW = "PRICING_VIEW"
 PRICING_MANAGE = "PRICING_MANAGE"
 
+# In Abiquo's order: the position (from 1) is the privilege's id.
 ALL: tuple[str, ...] = (
     ENTERPRISE_ENUMERATE,
     ENTERPRISE_ADMINISTER_ALL,
@@ -97,7 +106,6 @@ ALL: tuple[str, ...] = (
     APPLIB_MANAGE_REPOSITORY,
     APPLIB_DOWNLOAD_IMAGE,
     APPLIB_MANAGE_CATEGORIES,
-    APPLIB_VM_COST_CODE,
     USERS_VIEW,
     USERS_MANAGE_ENTERPRISE,
     USERS_MANAGE_USERS,
@@ -109,16 +117,38 @@ ALL: tuple[str, ...] = (
     USERS_MANAGE_SYSTEM_ROLES,
     USERS_MANAGE_LDAP_GROUP,
     USERS_ENUMERATE_CONNECTED,
-    USERS_MANAGE_ENTERPRISE_BRANDING,
-    USERS_DEFINE_AS_MANAGER,
     SYSCONFIG_VIEW,
     SYSCONFIG_ALLOW_MODIFY,
-    SYSCONFIG_SHOW_REPORTS,
     EVENTLOG_VIEW_ENTERPRISE,
     EVENTLOG_VIEW_ALL,
+    APPLIB_VM_COST_CODE,
+    USERS_MANAGE_ENTERPRISE_BRANDING,
+    SYSCONFIG_SHOW_REPORTS,
+    USERS_DEFINE_AS_MANAGER,
     PRICING_VIEW,
     PRICING_MANAGE,
+    USERS_MANAGE_CHEF_ENTERPRISE,
+    MANAGE_HARD_DISKS,
+    APPLIB_MANAGE_GLOBAL_CATEGORIES,
 )
+
+# A privilege's id is its position in ALL, from 1.
+BY_ID: Mapping[int, str] = MappingProxyType(dict(enumerate(ALL, start=1)))
+ID_OF: Mapping[str, int] = MappingProxyType({name: i for i, name in BY_ID.items()})
+
+
+def privilege_id(name: str) -> int:
+    """The id of the privilege named `name` (which must be one of ALL)."""
+    return ID_OF[name]
+
+
+def known(names: frozenset[str] | set[str]) -> frozenset[str]:
+    """`names` as a frozenset; InvalidInput naming those that are no privilege."""
+    unknown = sorted(n for n in names if n not in ID_OF)
+    if unknown:
+        raise InvalidInput(f"there is no privilege named {', '.join(unknown)}")
+    return frozenset(names)
+
 
 # The seeded roles.
 CLOUD_ADMIN = "CLOUD_ADMIN"

@@ -47,18 +47,26 @@ async def ensure_enterprise(engine: AsyncEngine, name: str, *, now: datetime) ->
 async def _ensure_role(engine: AsyncEngine, name: str, granted: tuple[str, ...]) -> int:
     role, role_privilege = tables.role, tables.role_privilege
     query = select(role.c.id).where(role.c.name == name)
+    # CLOUD_ADMIN is blocked: nobody edits or deletes it, so that there is always a role
+    # that can do everything (and an upgrade blocks it where an older seed did not).
+    blocked = name == privileges.CLOUD_ADMIN
     created = False
     async with engine.connect() as conn:
         role_id = (await conn.execute(query)).scalar_one_or_none()
     if role_id is None:
         try:
             async with engine.begin() as conn:
-                result = await conn.execute(role.insert().values(name=name, enterprise_id=None))
+                result = await conn.execute(
+                    role.insert().values(name=name, enterprise_id=None, blocked=blocked)
+                )
                 role_id = inserted_id(result)
                 created = True
         except IntegrityError:
             async with engine.connect() as conn:
                 role_id = (await conn.execute(query)).scalar_one()
+    if blocked and not created:
+        async with engine.begin() as conn:
+            await conn.execute(role.update().where(role.c.id == role_id).values(blocked=True))
     # A new role gets its privileges. An existing one keeps what administrators made of
     # it, except CLOUD_ADMIN, which cannot be edited and always holds every privilege
     # this version knows (so an upgrade that adds privileges reaches it).

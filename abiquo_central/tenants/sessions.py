@@ -8,7 +8,8 @@ than in a process because central runs as several stateless processes.
 A token expires `ttl` seconds after its last use (each use extends it) and at the
 latest `max_age` seconds after it was issued. It stops working at once when its user is
 deactivated or deleted (the lookup joins the user and wants it active; deleting the
-user deletes its tokens).
+user deletes its tokens). A new password, a deactivation or a deletion made through
+the API also deletes them (`revoke_user_tokens`), so that a reactivated user starts afresh.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
-from abiquo_central.tenants.authentication import Principal, role_privileges
+from abiquo_central.tenants.authentication import Principal, principal_of, role_privileges
 
 _st = tables.session_token
+
+# The longest a token's recorded last use may lag behind its true one (seconds).
+REFRESH_MAX = 60.0
 
 
 def token_hash(token: str) -> str:
@@ -61,21 +65,28 @@ async def resolve_token(
 ) -> Principal | None:
     """The user the token was issued to, or None (unknown, expired, or user inactive).
 
-    A good token's expiry moves on by `ttl` (never past its absolute end).
+    A good token's expiry moves on by `ttl` (never past its absolute end). Not at every
+    request: that would make every authenticated request a write, all of a client's
+    concurrent requests queueing on its token's row. The expiry is moved when the last
+    recorded use is older than a tenth of `ttl` (at most a minute), so a token may lapse
+    up to that much before `ttl` of true idleness.
     """
     user, role = tables.user, tables.role
     digest = token_hash(token)
-    async with engine.begin() as conn:
+    async with engine.connect() as conn:
         row = (
             await conn.execute(
                 select(
                     _st.c.created_at,
+                    _st.c.last_used_at,
                     _st.c.expires_at,
                     user.c.id,
                     user.c.nick,
                     user.c.enterprise_id,
                     user.c.active,
                     user.c.role_id,
+                    user.c.auth_type,
+                    user.c.available_vdcs,
                     role.c.name.label("role_name"),
                 )
                 .join(user, user.c.id == _st.c.user_id)
@@ -87,26 +98,29 @@ async def resolve_token(
             return None
         if row.expires_at <= now:
             await conn.execute(_st.delete().where(_st.c.token_hash == digest))
+            await conn.commit()
             return None
-        await conn.execute(
-            _st.update()
-            .where(_st.c.token_hash == digest)
-            .values(
-                last_used_at=now,
-                expires_at=_expiry(now, row.created_at, ttl=ttl, max_age=max_age),
-            )
-        )
         privileges = await role_privileges(conn, row.role_id)
-    return Principal(
-        user_id=row.id,
-        nick=row.nick,
-        enterprise_id=row.enterprise_id,
-        role=row.role_name,
-        privileges=privileges,
-    )
+        if now - row.last_used_at >= timedelta(seconds=min(REFRESH_MAX, ttl / 10)):
+            await conn.execute(
+                _st.update()
+                .where(_st.c.token_hash == digest)
+                .values(
+                    last_used_at=now,
+                    expires_at=_expiry(now, row.created_at, ttl=ttl, max_age=max_age),
+                )
+            )
+            await conn.commit()
+    return principal_of(row, privileges)
 
 
 async def revoke_token(engine: AsyncEngine, token: str) -> None:
     """The token stops working (nothing happens if it did not)."""
     async with engine.begin() as conn:
         await conn.execute(_st.delete().where(_st.c.token_hash == token_hash(token)))
+
+
+async def revoke_user_tokens(conn: AsyncConnection, user_id: int) -> None:
+    """Every token of the user stops working, in `conn`'s transaction: what a change of
+    password, a deactivation or a deletion does to the sessions opened before it."""
+    await conn.execute(_st.delete().where(_st.c.user_id == user_id))

@@ -161,20 +161,23 @@ def sqlite_templates(
 
 
 @pytest.fixture(scope="session")
-def mariadb_snapshots(mariadb_url: str, fast_passwords: Passwords) -> tuple[str, Snapshot, Seeded]:
-    """The session's MariaDB database, migrated, and the rows of its seeded state."""
+def mariadb_snapshots(
+    mariadb_url: str, fast_passwords: Passwords
+) -> tuple[str, Snapshot, Snapshot, Seeded]:
+    """The session's MariaDB database, and its rows once migrated (the rows migrations
+    write, such as the default category) and once seeded too."""
     upgrade(mariadb_url)
-    _restore(mariadb_url, {})
+    migrated = _dump(mariadb_url)
     ids = seed_once(mariadb_url, fast_passwords)
-    return mariadb_url, _dump(mariadb_url), ids
+    return mariadb_url, migrated, _dump(mariadb_url), ids
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Seeded]:
     """A migrated database of each kind, and the ids of its seed.
 
-    It is empty, unless the test uses `seeded` (directly or through `api`): then it
-    holds the seeded enterprise, roles and admin, and a USER `jdoe`.
+    It holds what the migrations write, and, when the test uses `seeded` (directly or
+    through `api`), the seeded enterprise, roles and admin, and a USER `jdoe`.
     """
     seeded = "seeded" in request.fixturenames
     if request.param == "sqlite":
@@ -182,8 +185,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Seede
         path = tmp_path / "central.db"
         shutil.copyfile(with_seed if seeded else empty, path)
         return f"sqlite+aiosqlite:///{path}", ids
-    url, snapshot, ids = request.getfixturevalue("mariadb_snapshots")
-    _restore(url, snapshot if seeded else {})
+    url, migrated, with_seed, ids = request.getfixturevalue("mariadb_snapshots")
+    _restore(url, with_seed if seeded else migrated)
     return url, ids
 
 

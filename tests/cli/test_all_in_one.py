@@ -68,6 +68,7 @@ def start(state_dir: Path, *, password: str | None) -> Running:
     env.update(
         ABIQUO_STATE_DIR=str(state_dir),
         ABIQUO_DC_PORT=str(dc_port),
+        ABIQUO_AIM_PORT=str(free_port()),
         ABIQUO_HEARTBEAT_INTERVAL="0.2",
         ABIQUO_LOG__FORMAT="json",
     )
@@ -150,6 +151,23 @@ def test_all_in_one_serves_and_stops_cleanly(state_dir: Path) -> None:
         assert host["hypervisor_type"] == "KVM"
         assert host["cpu_cores"] * host["cpu_sockets"] >= 4
         assert host["datastores"]
+
+        # It came up registered: a rack, and the demo host as a machine of it.
+        _, _, body = aio.get(
+            f"/api/admin/datacenters/{dc['id']}/racks",
+            auth=("admin", "s3cret-pass"),
+            accept="application/vnd.abiquo.racks+json",
+        )
+        [rack] = json.loads(body)["collection"]
+        _, _, body = aio.get(
+            f"/api/admin/datacenters/{dc['id']}/racks/{rack['id']}/machines",
+            auth=("admin", "s3cret-pass"),
+            accept="application/vnd.abiquo.machines+json",
+        )
+        [machine] = json.loads(body)["collection"]
+        assert (machine["type"], machine["port"], machine["state"]) == ("KVM", aim_port, "MANAGED")
+        assert machine["available"]
+        assert all(ds["enabled"] for ds in machine["datastores"]["collection"])
     finally:
         code, took, lines = aio.stop()
     assert code == 0
@@ -171,5 +189,13 @@ def test_the_admin_password_is_generated_and_shown_once(state_dir: Path) -> None
     second = start(state_dir, password=None)
     try:
         assert not any("Cloud administrator" in line for line in second.banner)
+        # What the first start registered is found, not made again.
+        status, _, body = second.get(
+            "/api/admin/datacenters",
+            auth=("admin", password),
+            accept="application/vnd.abiquo.datacenters+json",
+        )
+        [dc] = json.loads(body)["collection"]
+        assert len(dc["remoteServices"]["collection"]) == 6
     finally:
         assert second.stop()[0] == 0

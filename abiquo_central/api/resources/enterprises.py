@@ -17,14 +17,14 @@ from aiohttp import web
 
 from abiquo_central.api.auth import actor, principal
 from abiquo_central.api.body import read_entity
-from abiquo_central.api.endpoint import endpoint
+from abiquo_central.api.endpoint import PAGING, endpoint
 from abiquo_central.api.keys import ENGINE
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media
 from abiquo_central.api.model import Entity
 from abiquo_central.api.paging import parse_page
 from abiquo_central.api.params import path_id
-from abiquo_central.api.render import render, render_collection
+from abiquo_central.api.render import render, render_page
 from abiquo_central.tenants import enterprises as domain
 from abiquo_central.tenants.privileges import ENTERPRISE_ADMINISTER_ALL, ENTERPRISE_ENUMERATE
 
@@ -82,20 +82,13 @@ def visible_to(request: web.Request) -> int | None:
     return None if caller.holds(ENTERPRISE_ADMINISTER_ALL) else caller.enterprise_id
 
 
-@endpoint(produces=Enterprise.media.many, privileges=[ENTERPRISE_ENUMERATE])
+@endpoint(produces=Enterprise.media.many, privileges=[ENTERPRISE_ENUMERATE], query=PAGING)
 async def list_enterprises(request: web.Request) -> web.Response:
     page = parse_page(request)
     found = await domain.list_enterprises(
         request.config_dict[ENGINE], page=page, visible_to=visible_to(request)
     )
-    hrefs = Hrefs.of(request)
-    return render_collection(
-        request,
-        [to_model(ent, hrefs) for ent in found.items],
-        media=Enterprise.media,
-        total=found.total,
-        page=page,
-    )
+    return render_page(request, found, page, to_model, media=Enterprise.media)
 
 
 @endpoint(produces=Enterprise.media.one, privileges=[ENTERPRISE_ENUMERATE])
@@ -106,7 +99,9 @@ async def get_enterprise(request: web.Request) -> web.Response:
     return render(request, to_model(ent, Hrefs.of(request)))
 
 
-@endpoint(produces=Enterprise.media.one, privileges=[ENTERPRISE_ADMINISTER_ALL])
+@endpoint(
+    produces=Enterprise.media.one, consumes=Enterprise, privileges=[ENTERPRISE_ADMINISTER_ALL]
+)
 async def create_enterprise(request: web.Request) -> web.Response:
     body = await read_entity(request, Enterprise)
     ent = await domain.create_enterprise(
@@ -121,7 +116,9 @@ async def create_enterprise(request: web.Request) -> web.Response:
     )
 
 
-@endpoint(produces=Enterprise.media.one, privileges=[ENTERPRISE_ADMINISTER_ALL])
+@endpoint(
+    produces=Enterprise.media.one, consumes=Enterprise, privileges=[ENTERPRISE_ADMINISTER_ALL]
+)
 async def update_enterprise(request: web.Request) -> web.Response:
     enterprise_id = path_id(request, "id")
     body = await read_entity(request, Enterprise)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from abiquo_central import events as domain
 from abiquo_central.api.auth import principal
-from abiquo_central.api.endpoint import endpoint
+from abiquo_central.api.endpoint import PAGING, QueryParam, endpoint
 from abiquo_central.api.errors import FORBIDDEN, ApiError
 from abiquo_central.api.keys import ENGINE
 from abiquo_central.api.links import Hrefs
@@ -24,7 +24,7 @@ from abiquo_central.api.media import Media
 from abiquo_central.api.model import Entity, Link
 from abiquo_central.api.paging import parse_page
 from abiquo_central.api.params import MAX_ID, path_id
-from abiquo_central.api.render import render, render_collection
+from abiquo_central.api.render import render, render_page
 from abiquo_central.tenants.privileges import EVENTLOG_VIEW_ALL, EVENTLOG_VIEW_ENTERPRISE
 from abiquo_runtime.errors import InvalidInput
 
@@ -151,7 +151,19 @@ def parse_filter(request: web.Request) -> domain.EventFilter:
     )
 
 
-@endpoint(produces=Event.media.many)
+FILTERS: tuple[QueryParam, ...] = (
+    QueryParam("severity", str, "Only events of this severity (NORMAL, INFO, ... CRITICAL)"),
+    QueryParam("component", str, "Only events of this component (DATACENTER, USER, ...)"),
+    QueryParam("action", str, "Only events of this action (VM_DEPLOY, USER_LOGIN, ...)"),
+    QueryParam("user", str, "Only events of this user: its id or its nick"),
+    QueryParam("enterprise", str, "Only events of this enterprise: its id or its name"),
+    QueryParam("datacenter", int, "Only events of this datacenter (its id)"),
+    QueryParam("datefrom", str, "From this instant: milliseconds since the epoch or ISO 8601"),
+    QueryParam("dateto", str, "Up to this instant: milliseconds since the epoch or ISO 8601"),
+)
+
+
+@endpoint(produces=Event.media.many, query=(*PAGING, *FILTERS))
 async def list_events(request: web.Request) -> web.Response:
     scope = visible_to(request)
     page = parse_page(request)
@@ -161,14 +173,7 @@ async def list_events(request: web.Request) -> web.Response:
     found = await domain.list_events(
         request.config_dict[ENGINE], page=page, where=parse_filter(request), visible_to=scope
     )
-    hrefs = Hrefs.of(request)
-    return render_collection(
-        request,
-        [to_model(event, hrefs) for event in found.items],
-        media=Event.media,
-        total=found.total,
-        page=page,
-    )
+    return render_page(request, found, page, to_model, media=Event.media)
 
 
 @endpoint(produces=Event.media.one)

@@ -21,46 +21,14 @@ from abiquo_central.api.endpoint import endpoint
 from abiquo_central.api.errors import NOT_AUTHENTICATED, ApiError
 from abiquo_central.api.keys import CLOCK, ENGINE, SETTINGS
 from abiquo_central.api.links import API_PREFIX, Hrefs, base_url
-from abiquo_central.api.media import Media
-from abiquo_central.api.model import Entity
 from abiquo_central.api.render import render
+from abiquo_central.api.resources.users import User, to_model
 from abiquo_central.events import record_login
-from abiquo_central.tenants.authentication import Account, get_account
+from abiquo_central.tenants import users
 from abiquo_central.tenants.sessions import issue_token, revoke_token
+from abiquo_runtime.errors import NotFound
 
 TOKEN_HEADER = "X-Abiquo-Token"
-
-
-class User(Entity, kw_only=True):
-    media = Media.of("user")
-
-    id: int
-    nick: str
-    name: str
-    surname: str = ""
-    email: str = ""
-    locale: str = "en_US"
-    active: bool = True
-    # Every user authenticates against central's own table for now.
-    auth_type: str = "ABIQUO"
-
-
-def to_model(account: Account, hrefs: Hrefs) -> User:
-    ent = ("admin", "enterprises", account.enterprise_id)
-    return User(
-        id=account.id,
-        nick=account.nick,
-        name=account.name,
-        surname=account.surname,
-        email=account.email,
-        locale=account.locale,
-        active=account.active,
-        links=[
-            hrefs.link("self", *ent, "users", account.id, media=User.media.one, title=account.nick),
-            hrefs.link("enterprise", *ent),
-            hrefs.link("role", "admin", "roles", account.role_id),
-        ],
-    )
 
 
 def _secure(request: web.Request) -> bool:
@@ -74,10 +42,11 @@ async def login(request: web.Request) -> web.Response:
     caller = principal(request)
     app = request.config_dict
     engine, settings = app[ENGINE], app[SETTINGS].auth
-    account = await get_account(engine, caller.user_id)
-    if account is None:
+    try:
+        user = await users.get_user(engine, caller, caller.enterprise_id, caller.user_id)
+    except NotFound:
         # Deleted between authentication and now.
-        raise ApiError(401, "Bad credentials", code=NOT_AUTHENTICATED)
+        raise ApiError(401, "Bad credentials", code=NOT_AUTHENTICATED) from None
     token = request.get(TOKEN)
     if token is None:
         token = await issue_token(
@@ -94,7 +63,7 @@ async def login(request: web.Request) -> web.Response:
         enterprise_id=caller.enterprise_id,
         succeeded=True,
     )
-    response = render(request, to_model(account, Hrefs.of(request)), headers={TOKEN_HEADER: token})
+    response = render(request, to_model(user, Hrefs.of(request)), headers={TOKEN_HEADER: token})
     response.set_cookie(
         AUTH_COOKIE,
         token,

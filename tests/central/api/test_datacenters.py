@@ -10,7 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from abiquo_central.db import tables
 from abiquo_central.infrastructure import datacenters
+from abiquo_central.infrastructure.remote_services import DC_PATHS
 from tests.central.conftest import ADMIN, T0, USER, FakeClock, basic
 
 Client = TestClient[web.Request, web.Application]
@@ -30,10 +32,24 @@ SERVICES = {
 }
 
 
-async def _register(engine: AsyncEngine, n: int = 1) -> int:
-    return await datacenters.ensure_datacenter(
+async def _register(engine: AsyncEngine, n: int = 1, *, services: bool = True) -> int:
+    """A datacenter with the six services of a DC process, each found up by its last check."""
+    dc_id = await datacenters.ensure_datacenter(
         engine, uuid=f"uuid-{n}", name=f"dc {n}", location=f"site {n}", now=T0
     )
+    if services:
+        async with engine.begin() as conn:
+            for kind, path in DC_PATHS.items():
+                await conn.execute(
+                    tables.remote_service.insert().values(
+                        datacenter_id=dc_id,
+                        type=kind.value,
+                        uri=f"http://dc{n}.local:8009/{path}",
+                        status=1,
+                        checked_at=T0,
+                    )
+                )
+    return dc_id
 
 
 async def _heartbeat(engine: AsyncEngine, *, at: datetime, sequence: int = 1, n: int = 1) -> None:
@@ -163,7 +179,7 @@ async def test_list_as_json(api: Client, engine: AsyncEngine, clock: FakeClock) 
 
 
 async def test_list_as_xml(api: Client, engine: AsyncEngine) -> None:
-    await _register(engine, 1)
+    await _register(engine, 1, services=False)
     await _register(engine, 2)
     await _heartbeat(engine, at=T0, n=2)
     response = await api.get(
@@ -288,7 +304,7 @@ async def test_liveness_follows_the_clock(
         body = await response.json(content_type=None)
         return body["available"], {rs["status"] for rs in body["remoteServices"]["collection"]}
 
-    assert await state() == (False, set())
+    assert await state() == (False, {0})
     await _heartbeat(engine, at=clock.now)
     assert await state() == (True, {0, 1})
     clock.advance(15)  # settings.datacenters.liveness_timeout

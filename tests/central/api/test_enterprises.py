@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -11,6 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.db import tables
+from abiquo_central.db.rows import inserted_id
+from abiquo_central.infrastructure.datacenters import ensure_datacenter
 from abiquo_central.tenants import privileges
 from abiquo_central.tenants.passwords import Passwords
 from abiquo_central.tenants.seed import ensure_enterprise
@@ -218,3 +221,50 @@ async def test_changes_need_administer_all(api: Client, seeded: Seeded, other: i
     assert (await api.delete(f"/api/admin/enterprises/{other}", headers=VIEWER_A)).status == 403
     # A plain user cannot even enumerate.
     assert (await api.get("/api/admin/enterprises", headers=USER)).status == 403
+
+
+async def test_delete_takes_its_limits_and_releases_its_machines(
+    api: Client, other: int, engine: AsyncEngine
+) -> None:
+    dc_id = await ensure_datacenter(engine, uuid=str(uuid.uuid4()), name="dc", location="")
+    async with engine.begin() as conn:
+        rack_id = inserted_id(
+            await conn.execute(
+                tables.rack.insert().values(
+                    datacenter_id=dc_id, name="r", vlan_id_min=2, vlan_id_max=4094, created_at=T0
+                )
+            )
+        )
+        machine_id = inserted_id(
+            await conn.execute(
+                tables.machine.insert().values(
+                    datacenter_id=dc_id,
+                    rack_id=rack_id,
+                    name="m",
+                    ip="10.0.0.1",
+                    type="KVM",
+                    state="MANAGED",
+                    cpu=8,
+                    ram=8192,
+                    reserved_enterprise_id=other,
+                    created_at=T0,
+                )
+            )
+        )
+        await conn.execute(
+            tables.enterprise_limit.insert().values(
+                enterprise_id=other, datacenter_id=dc_id, cpu_hard=4
+            )
+        )
+    deleted = await api.delete(f"/api/admin/enterprises/{other}", headers=ADMIN)
+    assert deleted.status == 204, await deleted.text()
+    async with engine.connect() as conn:
+        limits = (await conn.execute(select(tables.enterprise_limit))).all()
+        reserved = (
+            await conn.execute(
+                select(tables.machine.c.reserved_enterprise_id).where(
+                    tables.machine.c.id == machine_id
+                )
+            )
+        ).scalar_one()
+    assert limits == [] and reserved is None

@@ -88,11 +88,18 @@ def test_entity_as_json() -> None:
             "collection": [
                 {
                     "links": [],
+                    "id": None,
                     "type": "VIRTUAL_FACTORY",
                     "uri": "http://dc:8009/virtualfactory",
                     "status": 1,
                 },
-                {"links": [], "type": "APPLIANCE_MANAGER", "uri": "http://dc:8009/am", "status": 0},
+                {
+                    "links": [],
+                    "id": None,
+                    "type": "APPLIANCE_MANAGER",
+                    "uri": "http://dc:8009/am",
+                    "status": 0,
+                },
             ]
         },
         "available": True,

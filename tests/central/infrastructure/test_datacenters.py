@@ -5,10 +5,12 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from abiquo_central.db import tables
 from abiquo_central.db.paging import PageRequest
-from abiquo_central.infrastructure import datacenters
+from abiquo_central.infrastructure import datacenters, remote_services
 from abiquo_dc.protocol.messages import ServiceState
 from abiquo_runtime.errors import Conflict, InvalidInput, NotFound
 from tests.central.conftest import T0
@@ -116,10 +118,23 @@ async def test_ensure_datacenter_is_idempotent(engine: AsyncEngine) -> None:
         await datacenters.ensure_datacenter(engine, uuid="u-3", name="one", location="")
 
 
+async def _services(engine: AsyncEngine, dc_id: int, *paths: str) -> None:
+    """Registered services that their last check found up."""
+    async with engine.begin() as conn:
+        for path in paths:
+            kind = next(k for k, p in remote_services.DC_PATHS.items() if p == path)
+            await conn.execute(
+                tables.remote_service.insert().values(
+                    datacenter_id=dc_id, type=kind.value, uri=f"http://dc1:8009/{path}", status=1
+                )
+            )
+
+
 async def test_liveness_follows_the_clock(engine: AsyncEngine) -> None:
     dc_id = await datacenters.ensure_datacenter(engine, uuid="dc-uuid-1", name="one", location="")
     dc = await datacenters.get_datacenter(engine, dc_id, now=T0, liveness_timeout=15)
     assert (dc.available, dc.last_heartbeat, dc.remote_services) == (False, None, ())
+    await _services(engine, dc_id, "am", "virtualfactory")
     await _beat(engine, sequence=1, sent_at=T0, state="RETRYING")
     dc = await datacenters.get_datacenter(
         engine, dc_id, now=T0 + timedelta(seconds=15), liveness_timeout=15
@@ -175,3 +190,83 @@ async def test_listing_pages_sorts_and_filters(engine: AsyncEngine) -> None:
     assert await names(has="%") == ([], 0)  # a wildcard is a plain character
     with pytest.raises(InvalidInput, match="cannot sort by 'password'"):
         await names(by="password")
+
+
+# -- creating, changing and removing -----------------------------------------------------
+
+
+async def _actions(engine: AsyncEngine) -> list[tuple[str, int | None, str]]:
+    ev = tables.event
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(ev.c.action, ev.c.datacenter_id, ev.c.message))
+        return [(r.action, r.datacenter_id, r.message) for r in rows]
+
+
+async def test_create_update_delete(engine: AsyncEngine) -> None:
+    spec = datacenters.DatacenterSpec(name="  Barcelona ", location=" BCN ")
+    dc_id = await datacenters.create_datacenter(engine, spec, checker=None, actor=None, now=T0)
+    dc = await datacenters.get_datacenter(engine, dc_id, now=T0, liveness_timeout=15)
+    assert (dc.name, dc.location, dc.uuid, dc.remote_services) == ("Barcelona", "BCN", None, ())
+    with pytest.raises(Conflict) as caught:
+        await datacenters.create_datacenter(
+            engine, datacenters.DatacenterSpec(name="Barcelona"), checker=None, actor=None
+        )
+    assert caught.value.code == "DC-3"
+    other = await datacenters.create_datacenter(
+        engine, datacenters.DatacenterSpec(name="Madrid"), checker=None, actor=None
+    )
+    with pytest.raises(Conflict):
+        await datacenters.update_datacenter(
+            engine, other, datacenters.DatacenterSpec(name="Barcelona"), actor=None
+        )
+    await datacenters.update_datacenter(
+        engine, dc_id, datacenters.DatacenterSpec(name="BCN-1", location="Sant Cugat"), actor=None
+    )
+    dc = await datacenters.get_datacenter(engine, dc_id, now=T0, liveness_timeout=15)
+    assert (dc.name, dc.location) == ("BCN-1", "Sant Cugat")
+    await _services(engine, dc_id, "am")
+    await datacenters.delete_datacenter(engine, dc_id, actor=None)
+    with pytest.raises(NotFound):
+        await datacenters.delete_datacenter(engine, dc_id, actor=None)
+    async with engine.connect() as conn:
+        left = (await conn.execute(select(tables.remote_service.c.id))).all()
+    assert left == []
+    assert [(a, d) for a, d, _ in await _actions(engine)] == [
+        ("DC_CREATE", dc_id),
+        ("DC_CREATE", other),
+        ("DC_MODIFY", dc_id),
+        ("DC_DELETE", dc_id),
+    ]
+
+
+async def test_a_datacenter_with_racks_stays(engine: AsyncEngine) -> None:
+    dc_id = await datacenters.ensure_datacenter(engine, uuid="u-1", name="one", location="")
+    async with engine.begin() as conn:
+        await conn.execute(
+            tables.rack.insert().values(
+                datacenter_id=dc_id, name="r1", vlan_id_min=2, vlan_id_max=4094, created_at=T0
+            )
+        )
+    with pytest.raises(Conflict) as caught:
+        await datacenters.delete_datacenter(engine, dc_id, actor=None)
+    assert caught.value.code == "DC-4" and "1 rack" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (datacenters.DatacenterSpec(name=" "), "needs a name"),
+        (datacenters.DatacenterSpec(name="x" * 256), "at most 255"),
+        (datacenters.DatacenterSpec(name="x", location="y" * 256), "location has at most 255"),
+        (
+            datacenters.DatacenterSpec(
+                name="x", remote_services=[("AM", "http://a/am"), ("am", "http://b/am")]
+            ),
+            "given twice",
+        ),
+        (datacenters.DatacenterSpec(name="x", remote_services=[("AM", "gopher://a")]), "scheme"),
+    ],
+)
+def test_validation(spec: datacenters.DatacenterSpec, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        datacenters.validate(spec)

@@ -93,3 +93,28 @@ async def test_two_processes_seeding_at_once(
     assert await _count(engine, tables.role) == 3
     if generated:
         assert await authenticate(engine, fast_passwords, nick="admin", password=generated[0])
+
+
+async def _blocked(engine: AsyncEngine) -> dict[str, bool]:
+    role = tables.role
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(role.c.name, role.c.blocked))
+        return {r.name: bool(r.blocked) for r in rows}
+
+
+async def test_cloud_admin_is_blocked_and_stays_so(
+    engine: AsyncEngine, fast_passwords: Passwords
+) -> None:
+    await ensure_admin(engine, password="x", passwords=fast_passwords)
+    assert await _blocked(engine) == {
+        privileges.CLOUD_ADMIN: True,
+        privileges.ENTERPRISE_ADMIN: False,
+        privileges.USER: False,
+    }
+    # A database seeded before roles could be blocked gets CLOUD_ADMIN blocked.
+    async with engine.begin() as conn:
+        await conn.execute(tables.role.update().values(blocked=False))
+    await ensure_admin(engine, password="x", passwords=fast_passwords)
+    await ensure_admin(engine, password="x", passwords=fast_passwords)
+    assert (await _blocked(engine))[privileges.CLOUD_ADMIN] is True
+    assert (await _blocked(engine))[privileges.USER] is False
