@@ -18,6 +18,7 @@ from abiquo_central.api.keys import (
     HTTP_CLIENT,
     LINK,
     PASSWORDS,
+    PRIVILEGES,
     SECRETS,
     SETTINGS,
     Clock,
@@ -47,6 +48,7 @@ from abiquo_central.api.resources import (
 )
 from abiquo_central.link import DatacenterRequests, NoLink
 from abiquo_central.settings import CentralSettings
+from abiquo_central.tenants.authentication import PrivilegeCache
 from abiquo_central.tenants.passwords import Passwords
 from abiquo_runtime.secrets import SecretBox
 
@@ -93,6 +95,7 @@ def build_api(
     app[CLOCK] = clock if clock is not None else utc_now
     app[PASSWORDS] = passwords if passwords is not None else Passwords()
     app[SECRETS] = secrets
+    app[PRIVILEGES] = PrivilegeCache()
     app[LINK] = link if link is not None else NoLink()
     app.on_response_prepare.append(echo_correlation_id)
     app.cleanup_ctx.append(_http_client)

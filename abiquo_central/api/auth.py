@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 
 from abiquo_central.api.endpoint import Endpoint, endpoint_of
 from abiquo_central.api.errors import FORBIDDEN, NOT_AUTHENTICATED, ApiError
-from abiquo_central.api.keys import CLOCK, ENGINE, PASSWORDS, PRINCIPAL, SETTINGS
+from abiquo_central.api.keys import CLOCK, ENGINE, PASSWORDS, PRINCIPAL, PRIVILEGES, SETTINGS
 from abiquo_central.api.links import API_PREFIX
 from abiquo_central.events import Actor
 from abiquo_central.tenants import throttle
@@ -87,6 +87,7 @@ async def _by_token(request: web.Request, token: str) -> Principal:
         now=app[CLOCK](),
         ttl=settings.token_ttl,
         max_age=settings.token_max_age,
+        privileges=app[PRIVILEGES],
     )
     if found is None:
         raise _unauthorized(request, "The session token is unknown or has expired")
@@ -106,7 +107,9 @@ async def _by_password(request: web.Request, nick: str, password: str) -> Princi
             code=TOO_MANY_ATTEMPTS,
             headers={hdrs.RETRY_AFTER: str(max(1, math.ceil(verdict.retry_after)))},
         )
-    found = await authenticate(engine, app[PASSWORDS], nick=nick, password=password)
+    found = await authenticate(
+        engine, app[PASSWORDS], nick=nick, password=password, privileges=app[PRIVILEGES]
+    )
     if found is None:
         policy = throttle.ThrottlePolicy(
             failures=settings.throttle_failures,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from abiquo_central.api.media import Negotiated
 from abiquo_central.link import DatacenterRequests
 from abiquo_central.settings import CentralSettings
-from abiquo_central.tenants.authentication import Principal
+from abiquo_central.tenants.authentication import Principal, PrivilegeCache
 from abiquo_central.tenants.passwords import Passwords
 from abiquo_runtime.secrets import SecretBox
 
@@ -28,6 +28,8 @@ ENGINE = web.AppKey("abiquo.api.engine", AsyncEngine)
 SETTINGS = web.AppKey("abiquo.api.settings", CentralSettings)
 CLOCK: web.AppKey[Clock] = web.AppKey("abiquo.api.clock")
 PASSWORDS = web.AppKey("abiquo.api.passwords", Passwords)
+# Each role's privileges, as this process last read them.
+PRIVILEGES = web.AppKey("abiquo.api.privileges", PrivilegeCache)
 # Encrypts what must be stored but not readable (hypervisor passwords).
 SECRETS = web.AppKey("abiquo.api.secrets", SecretBox)
 # Requests to the datacenters (discovery, checks, monitoring).

@@ -5,6 +5,8 @@ Session tokens are in `sessions`, the throttling of failed logins in `throttle`.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +82,49 @@ async def role_privileges(conn: AsyncConnection, role_id: int) -> frozenset[str]
     )
 
 
+class PrivilegeCache:
+    """Each role's privileges as this process read them, for at most `ttl` seconds.
+
+    Every authenticated request needs its caller's privileges; read each time, they
+    would be a query (and, for a cloud administrator, 53 rows) per request. A role
+    changed through this process is forgotten at once (`forget`); another process sees
+    the change within `ttl`.
+    """
+
+    def __init__(self, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._held: dict[int, tuple[float, frozenset[str]]] = {}
+
+    async def of(self, conn: AsyncConnection, role_id: int) -> frozenset[str]:
+        now = self._clock()
+        found = self._held.get(role_id)
+        if found is not None and found[0] > now:
+            return found[1]
+        privileges = await role_privileges(conn, role_id)
+        if len(self._held) > MAX_CACHED_ROLES:
+            self._held.clear()
+        self._held[role_id] = (now + self._ttl, privileges)
+        return privileges
+
+    def forget(self, role_id: int | None = None) -> None:
+        """Read this role (every role, without one) afresh next time."""
+        if role_id is None:
+            self._held.clear()
+        else:
+            self._held.pop(role_id, None)
+
+
+# Roles are few; the bound only keeps a pathological number from growing the cache.
+MAX_CACHED_ROLES = 10_000
+
+
 async def authenticate(
-    engine: AsyncEngine, passwords: Passwords, *, nick: str, password: str
+    engine: AsyncEngine,
+    passwords: Passwords,
+    *,
+    nick: str,
+    password: str,
+    privileges: PrivilegeCache | None = None,
 ) -> Principal | None:
     """The user whose nick and password these are, or None (unknown, wrong or inactive)."""
     user, role = tables.user, tables.role
@@ -103,9 +146,13 @@ async def authenticate(
                 .where(user.c.nick == nick)
             )
         ).one_or_none()
-        privileges: frozenset[str] = frozenset()
+        held: frozenset[str] = frozenset()
         if row is not None:
-            privileges = await role_privileges(conn, row.role_id)
+            held = await (
+                privileges.of(conn, row.role_id)
+                if privileges is not None
+                else role_privileges(conn, row.role_id)
+            )
     # The connection is back in the pool before the slow part: a verification must not
     # hold one of the few database connections for its whole duration.
     if row is None:
@@ -121,4 +168,4 @@ async def authenticate(
             engine, nick=nick, user_id=row.id, enterprise_id=row.enterprise_id, succeeded=False
         )
         return None
-    return principal_of(row, privileges)
+    return principal_of(row, held)

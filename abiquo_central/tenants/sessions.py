@@ -22,7 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
-from abiquo_central.tenants.authentication import Principal, principal_of, role_privileges
+from abiquo_central.tenants.authentication import (
+    Principal,
+    PrivilegeCache,
+    principal_of,
+    role_privileges,
+)
 
 _st = tables.session_token
 
@@ -61,7 +66,13 @@ async def issue_token(
 
 
 async def resolve_token(
-    engine: AsyncEngine, token: str, *, now: datetime, ttl: float, max_age: float
+    engine: AsyncEngine,
+    token: str,
+    *,
+    now: datetime,
+    ttl: float,
+    max_age: float,
+    privileges: PrivilegeCache | None = None,
 ) -> Principal | None:
     """The user the token was issued to, or None (unknown, expired, or user inactive).
 
@@ -100,7 +111,11 @@ async def resolve_token(
             await conn.execute(_st.delete().where(_st.c.token_hash == digest))
             await conn.commit()
             return None
-        privileges = await role_privileges(conn, row.role_id)
+        held = await (
+            privileges.of(conn, row.role_id)
+            if privileges is not None
+            else role_privileges(conn, row.role_id)
+        )
         if now - row.last_used_at >= timedelta(seconds=min(REFRESH_MAX, ttl / 10)):
             await conn.execute(
                 _st.update()
@@ -111,7 +126,7 @@ async def resolve_token(
                 )
             )
             await conn.commit()
-    return principal_of(row, privileges)
+    return principal_of(row, held)
 
 
 async def revoke_token(engine: AsyncEngine, token: str) -> None:

@@ -24,7 +24,7 @@ from aiohttp import web
 from abiquo_central.api.auth import principal
 from abiquo_central.api.body import read_entity
 from abiquo_central.api.endpoint import PAGING, QueryParam, endpoint
-from abiquo_central.api.keys import ENGINE
+from abiquo_central.api.keys import ENGINE, PRIVILEGES
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media
 from abiquo_central.api.model import Entity, Link
@@ -163,14 +163,16 @@ async def update_role(request: web.Request) -> web.Response:
     role = await domain.update_role(
         request.config_dict[ENGINE], role_id, to_spec(body), principal(request)
     )
+    # Its holders' next requests see the change here at once (elsewhere within a TTL).
+    request.config_dict[PRIVILEGES].forget(role_id)
     return render(request, to_model(role, Hrefs.of(request)))
 
 
 @endpoint(privileges=[USERS_MANAGE_ROLES])
 async def delete_role(request: web.Request) -> web.Response:
-    await domain.delete_role(
-        request.config_dict[ENGINE], path_id(request, "id"), principal(request)
-    )
+    role_id = path_id(request, "id")
+    await domain.delete_role(request.config_dict[ENGINE], role_id, principal(request))
+    request.config_dict[PRIVILEGES].forget(role_id)
     return web.Response(status=204)
 
 
