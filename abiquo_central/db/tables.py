@@ -274,6 +274,231 @@ system_property = Table(
     Column("description", String(1024), nullable=False, default=""),
 )
 
+# A VM template in an enterprise's repository of a datacenter, as the datacenter's
+# Appliance Manager reported it (TemplateStatusChanged). ovf_id is the AM's id for it.
+virtual_machine_template = Table(
+    "virtual_machine_template",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("enterprise_id", Integer, ForeignKey("enterprise.id"), nullable=False),
+    Column("datacenter_id", Integer, ForeignKey("datacenter.id"), nullable=False, index=True),
+    Column("ovf_id", String(1024), nullable=False),
+    # A hash of ovf_id: an index on a 1024-character column exceeds MySQL's key length.
+    Column("ovf_key", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    # The AM's status: DOWNLOADING, DOWNLOAD, ERROR, NOT_DOWNLOAD...
+    Column("state", String(32), nullable=False),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=False, default=""),
+    # The disk: relative to the repository, its format as qemu-img found it, sizes.
+    Column("disk_path", String(1024), nullable=False, default=""),
+    Column("disk_format", String(32), nullable=False, default="UNKNOWN"),
+    Column("disk_file_size", BigInteger, nullable=False, default=0),
+    Column("hd_required", BigInteger, nullable=False, default=0),
+    Column("cpu_required", Integer, nullable=False, default=1),
+    Column("ram_required", Integer, nullable=False, default=256),
+    Column("category_id", Integer, ForeignKey("category.id"), nullable=True),
+    Column("icon_url", String(1024), nullable=False, default=""),
+    Column("cost_code", Integer, nullable=False, default=0),
+    # Shared with every enterprise (Abiquo's public templates).
+    Column("shared", Boolean, nullable=False, default=False),
+    Column("creation_user", String(128), nullable=False, default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("enterprise_id", "datacenter_id", "ovf_key"),
+)
+
+# A template's disk converted to another format by the datacenter's BPM.
+template_conversion = Table(
+    "template_conversion",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "template_id",
+        Integer,
+        ForeignKey("virtual_machine_template.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("target_format", String(32), nullable=False),
+    # ConversionState: QUEUED, STARTED, FINISHED, FAILED...
+    Column("state", String(32), nullable=False),
+    Column("path", String(1024), nullable=False, default=""),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("template_id", "target_format"),
+)
+
+# A virtual datacenter: an enterprise's share of one datacenter, of one hypervisor type,
+# with its own limits (LIMITED, 0 unlimited; the repository's do not apply).
+virtual_datacenter = Table(
+    "virtual_datacenter",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("enterprise_id", Integer, ForeignKey("enterprise.id"), nullable=False, index=True),
+    Column("datacenter_id", Integer, ForeignKey("datacenter.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("hypervisor_type", String(32), nullable=False),
+    *(
+        Column(f"{resource}_{bound}", kind, nullable=False, default=0, server_default="0")
+        for resource, kind in LIMITED
+        if resource != "repository"
+        for bound in ("soft", "hard")
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("enterprise_id", "name"),
+)
+
+# A VDC's private network: one VLAN. Its tag is unique in its datacenter, so that a VM
+# of the VDC finds its network whichever rack it lands on; the unique key is what makes
+# two concurrent VDC creations take different tags.
+vlan = Table(
+    "vlan",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "vdc_id",
+        Integer,
+        ForeignKey("virtual_datacenter.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("datacenter_id", Integer, ForeignKey("datacenter.id"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("tag", Integer, nullable=False),
+    Column("address", String(45), nullable=False),
+    # The prefix length (24 for 255.255.255.0).
+    Column("mask", Integer, nullable=False),
+    Column("gateway", String(45), nullable=False),
+    Column("primary_dns", String(45), nullable=False, default=""),
+    Column("secondary_dns", String(45), nullable=False, default=""),
+    Column("sufix_dns", String(255), nullable=False, default=""),
+    Column("is_default", Boolean, nullable=False, default=False),
+    # INTERNAL (private); EXTERNAL and PUBLIC come with public networks.
+    Column("type", String(16), nullable=False, default="INTERNAL"),
+    UniqueConstraint("datacenter_id", "tag"),
+    UniqueConstraint("vdc_id", "name"),
+)
+
+# The addresses of a network, made when it is; a NIC is an address given to a VM.
+ip = Table(
+    "ip",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("vlan_id", Integer, ForeignKey("vlan.id", ondelete="CASCADE"), nullable=False),
+    Column("ip", String(45), nullable=False),
+    # Unique everywhere: the prefix is the hypervisor type's (KVM 52:54:00, ...).
+    Column("mac", String(17), nullable=False, unique=True),
+    Column("name", String(128), nullable=False, default=""),
+    Column("quarantine", Boolean, nullable=False, default=False),
+    # The VM it is a NIC of (NULL: available), and its place among the VM's NICs.
+    Column(
+        "virtual_machine_id",
+        Integer,
+        ForeignKey("virtual_machine.id", ondelete="SET NULL"),
+        nullable=True,
+        index=True,
+    ),
+    Column("nic_order", Integer, nullable=True),
+    UniqueConstraint("vlan_id", "ip"),
+)
+
+virtual_appliance = Table(
+    "virtual_appliance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("vdc_id", Integer, ForeignKey("virtual_datacenter.id"), nullable=False, index=True),
+    Column("enterprise_id", Integer, ForeignKey("enterprise.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("high_disponibility", Boolean, nullable=False, default=False),
+    Column("public_app", Boolean, nullable=False, default=False),
+    Column("nodeconnections", Text, nullable=False, default=""),
+    Column("error", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# A VM: what it is made of, where it runs once allocated, and its state (API.md's).
+# While a task runs on it, state is LOCKED and locked_state what it was before.
+virtual_machine = Table(
+    "virtual_machine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("vapp_id", Integer, ForeignKey("virtual_appliance.id"), nullable=False, index=True),
+    Column("vdc_id", Integer, ForeignKey("virtual_datacenter.id"), nullable=False),
+    Column("enterprise_id", Integer, ForeignKey("enterprise.id"), nullable=False, index=True),
+    Column("template_id", Integer, ForeignKey("virtual_machine_template.id"), nullable=False),
+    # The name on the hypervisor (ABQ_<uuid>) and the one users give it.
+    Column("name", String(64), nullable=False),
+    Column("label", String(255), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("cpu", Integer, nullable=False),
+    Column("ram", Integer, nullable=False),
+    Column("hd_bytes", BigInteger, nullable=False, default=0),
+    Column("state", String(16), nullable=False, index=True),
+    Column("locked_state", String(16), nullable=True),
+    # Where it is allocated; NULL while NOT_ALLOCATED.
+    Column("machine_id", Integer, ForeignKey("machine.id"), nullable=True, index=True),
+    Column("datastore_id", Integer, ForeignKey("datastore.id"), nullable=True),
+    Column("vdrp_ip", String(45), nullable=False, default=""),
+    Column("vdrp_port", Integer, nullable=False, default=0),
+    Column("password", String(255), nullable=False, default=""),
+    Column("high_disponibility", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# An asynchronous action on a VM, and its jobs (API.md's task and job). A job's id is
+# "<task id>.<job uuid>".
+task = Table(
+    "task",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "virtual_machine_id",
+        Integer,
+        ForeignKey("virtual_machine.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("user_id", Integer, nullable=True),
+    Column("enterprise_id", Integer, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("state", String(32), nullable=False, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    # When it last heard anything: a task without news for long is asked about.
+    Column("updated_at", UtcDateTime, nullable=False, index=True),
+)
+
+job = Table(
+    "job",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("task_id", String(36), ForeignKey("task.id", ondelete="CASCADE"), nullable=False),
+    # Its place in the task.
+    Column("sequence", Integer, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("rollback_state", String(32), nullable=False, default="UNKNOWN"),
+    Column("description", String(1024), nullable=False, default=""),
+    Column("error", Text, nullable=False, default=""),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("task_id", "sequence"),
+)
+
+# Messages to datacenters written in the transaction that decided them and sent after
+# its commit: a crash between the two sends them at the next start, never loses them.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dc_uuid", String(36), nullable=False),
+    Column("service", String(32), nullable=False),
+    # The message, encoded by abiquo_dc.protocol.codec; its own id dedupes a re-send.
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True, index=True),
+)
+
 # What central last heard from each datacenter process. Keyed by the DC's uuid and kept
 # apart from `datacenter`, so that a DC heard before an administrator registered it is
 # remembered and shows as available as soon as it is registered.
@@ -322,12 +547,22 @@ __all__ = [
     "enterprise",
     "enterprise_limit",
     "event",
+    "ip",
+    "job",
     "machine",
     "metadata",
+    "outbox",
     "rack",
     "remote_service",
     "role",
     "role_privilege",
     "system_property",
+    "task",
+    "template_conversion",
     "user",
+    "virtual_appliance",
+    "virtual_datacenter",
+    "virtual_machine",
+    "virtual_machine_template",
+    "vlan",
 ]
