@@ -5,7 +5,8 @@ its cleanup contexts, opened in this order and closed in the reverse one:
 
 1. the database engine (its pool; closed last, after everything that uses it);
 2. the link to the datacenters: connected, queues declared, reply queue consumed;
-3. the link's consumers of heartbeats, notifications and events.
+3. the outbox relay, which sends the messages tasks queued in the database;
+4. the link's consumers of heartbeats, notifications and events.
 
 Shutdown, in stages with a timeout each: stop accepting (the HTTP listener, the link's
 consumers), drain (in-flight HTTP requests and messages in handlers), close (the cleanup
@@ -27,11 +28,13 @@ from abiquo_central.db.engine import create_engine
 from abiquo_central.link import CentralLink
 from abiquo_central.notifications import message_handler
 from abiquo_central.settings import CentralSettings
+from abiquo_central.tasks.outbox import OutboxRelay
 from abiquo_dc.protocol.messages import Message
 from abiquo_runtime.httpserver import HttpServer
 from abiquo_runtime.messaging.transport import Transport
 from abiquo_runtime.secrets import SecretBox
 from abiquo_runtime.shutdown import Stage, three_stages
+from abiquo_runtime.tasks import Supervisor
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 LINK = web.AppKey("link", CentralLink)
@@ -80,7 +83,12 @@ class Central:
                 clock=self.clock,
             ),
         )
-        self.app.cleanup_ctx.extend([self._engine_ctx, self._link_ctx, self._accept_ctx])
+        # Sends what tasks queued in the outbox table, after their commit.
+        self.outbox = OutboxRelay(self.engine, self.link.send, clock=self.clock)
+        self.tasks = Supervisor("central")
+        self.app.cleanup_ctx.extend(
+            [self._engine_ctx, self._link_ctx, self._outbox_ctx, self._accept_ctx]
+        )
         self.server = HttpServer(
             self.app,
             host=settings.http.host,
@@ -99,6 +107,13 @@ class Central:
         await self.link.start()
         yield
         await self.link.close()
+
+    async def _outbox_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        # Before the link closes: a send in flight finishes or is cancelled, and what
+        # it did not mark sent goes at the next start.
+        self.tasks.spawn(self.outbox.run(), name="outbox relay", forever=True)
+        yield
+        await self.tasks.close()
 
     async def _accept_ctx(self, app: web.Application) -> AsyncIterator[None]:
         await self.link.accept()

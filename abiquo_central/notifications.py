@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from abiquo_central.api.keys import utc_now
 from abiquo_central.infrastructure.datacenters import record_heartbeat
 from abiquo_central.infrastructure.discovery import DatacenterCalls
 from abiquo_central.infrastructure.monitoring import restore_monitoring
 from abiquo_central.link import DatacenterRequests, OnMessage
+from abiquo_central.templates.reports import record_conversion_state, record_template_status
+from abiquo_central.tasks.lifecycle import apply_notification
+from abiquo_dc.protocol.jobs import JobNotification
 from abiquo_dc.protocol.messages import Heartbeat, Message, SubsystemStateChanged
 from abiquo_dc.protocol.monitoring import MonitoringStateLost
+from abiquo_dc.protocol.templates import ConversionStateChanged, TemplateStatusChanged
 from abiquo_runtime.secrets import SecretBox
 
 
@@ -20,6 +28,7 @@ def message_handler(
     link: DatacenterRequests,
     secrets: SecretBox,
     request_timeout: float,
+    clock: Callable[[], datetime] = utc_now,
 ) -> OnMessage:
     """What to do with each message; `link` is for what a message asks central to send
     back (a datacenter that lost its monitoring state gets its hosts again)."""
@@ -47,8 +56,14 @@ def message_handler(
                     state=message.state.value,
                     reason=message.reason or None,
                 )
+            case JobNotification():
+                await apply_notification(engine, message, now=clock())
             case MonitoringStateLost():
                 await restore_monitoring(engine, calls, secrets, message.dc_uuid)
+            case TemplateStatusChanged():
+                await record_template_status(engine, message)
+            case ConversionStateChanged():
+                await record_conversion_state(engine, message)
             case _:
                 log.warning("message of no interest", message_type=type(message).__name__)
 

@@ -7,6 +7,7 @@ from abiquo_central.allocation.allocator import (
     NoRoom,
     allocate,
     deallocate,
+    release,
 )
 
-__all__ = ["Allocation", "NoRoom", "allocate", "deallocate"]
+__all__ = ["Allocation", "NoRoom", "allocate", "deallocate", "release"]

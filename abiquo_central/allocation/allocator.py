@@ -237,32 +237,41 @@ async def deallocate(engine: AsyncEngine, vm_id: int) -> None:
     """Give back what the VM held: it is NOT_ALLOCATED, its machine and datastore count
     it no more. Nothing happens to a VM that holds nothing."""
     async with engine.begin() as conn:
-        row = (
-            await conn.execute(
-                select(_vm.c.machine_id, _vm.c.datastore_id, _vm.c.cpu, _vm.c.ram, _vm.c.hd_bytes)
-                .where(_vm.c.id == vm_id)
-                .with_for_update()
-            )
-        ).one_or_none()
-        if row is None:
-            raise NotFound(f"there is no virtual machine {vm_id}", code=VM_NOT_FOUND)
-        if row.machine_id is None:
-            return
+        await release(conn, vm_id)
+
+
+async def release(conn: AsyncConnection, vm_id: int) -> None:
+    """`deallocate` in `conn`'s transaction (with the change that ends the VM's use)."""
+    row = (
+        await conn.execute(
+            select(_vm.c.machine_id, _vm.c.datastore_id, _vm.c.cpu, _vm.c.ram, _vm.c.hd_bytes)
+            .where(_vm.c.id == vm_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"there is no virtual machine {vm_id}", code=VM_NOT_FOUND)
+    if row.machine_id is not None:
         await conn.execute(
             _m.update()
             .where(_m.c.id == row.machine_id)
             .values(cpu_used=_less(_m.c.cpu_used, row.cpu), ram_used=_less(_m.c.ram_used, row.ram))
         )
-        if row.datastore_id is not None:
-            await conn.execute(
-                _ds.update()
-                .where(_ds.c.id == row.datastore_id)
-                .values(used_size=_less(_ds.c.used_size, row.hd_bytes))
-            )
+    if row.datastore_id is not None:
         await conn.execute(
-            _vm.update()
-            .where(_vm.c.id == vm_id)
-            .values(
-                state="NOT_ALLOCATED", machine_id=None, datastore_id=None, vdrp_ip="", vdrp_port=0
-            )
+            _ds.update()
+            .where(_ds.c.id == row.datastore_id)
+            .values(used_size=_less(_ds.c.used_size, row.hd_bytes))
         )
+    await conn.execute(
+        _vm.update()
+        .where(_vm.c.id == vm_id)
+        .values(
+            state="NOT_ALLOCATED",
+            locked_state=None,
+            machine_id=None,
+            datastore_id=None,
+            vdrp_ip="",
+            vdrp_port=0,
+        )
+    )

@@ -1,0 +1,292 @@
+"""Starting a task on a VM, and following it by the datacenter's job notifications.
+
+`start_task` does in one transaction what a task is: the VM checked and LOCKED (its
+state before kept in locked_state), the task and its jobs written, the message for the
+datacenter queued in the outbox, the event recorded. A deploy allocates the VM first
+(the allocator's own transaction) and gives the allocation back if the task cannot
+start.
+
+`apply_notification` moves a job forward (never back: a repeated or late notification
+changes nothing), the task with it, and, once the task is over, the VM: to the plan's
+state when every job was done, back to where it was when one failed (a failed deploy
+frees its allocation, a done undeploy too).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from abiquo_central.allocation import allocate, deallocate, release
+from abiquo_central.db import tables
+from abiquo_central.events import (
+    Action,
+    Actor,
+    Component,
+    Ref,
+    Severity,
+    record_action,
+    record_event,
+)
+from abiquo_central.tasks.definitions import placed
+from abiquo_central.tasks.outbox import enqueue
+from abiquo_central.tasks.plans import (
+    FINISHED,
+    PLANS,
+    JobState,
+    TaskState,
+    TaskType,
+    VmState,
+    jobs_for,
+    moves_forward,
+)
+from abiquo_dc.protocol import jobs as dc
+from abiquo_runtime.errors import Conflict, NotFound
+from abiquo_runtime.secrets import SecretBox
+
+VM_NOT_FOUND = "VM-0"
+WRONG_STATE = "VM-4"
+VIRTUAL_FACTORY = "virtualfactory"
+
+_vm, _task, _job = tables.virtual_machine, tables.task, tables.job
+
+ACTIONS = {
+    TaskType.DEPLOY: Action.VM_DEPLOY,
+    TaskType.UNDEPLOY: Action.VM_UNDEPLOY,
+    TaskType.POWER_ON: Action.VM_POWERON,
+    TaskType.POWER_OFF: Action.VM_POWEROFF,
+    TaskType.PAUSE: Action.VM_PAUSED,
+    TaskType.RESUME: Action.VM_RESUMED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    task_id: str
+    vm_id: int
+
+
+async def _locked_vm(conn: AsyncConnection, vm_id: int) -> Any:
+    row = (await conn.execute(select(_vm).where(_vm.c.id == vm_id).with_for_update())).one_or_none()
+    if row is None:
+        raise NotFound(f"there is no virtual machine {vm_id}", code=VM_NOT_FOUND)
+    return row
+
+
+async def start_task(
+    engine: AsyncEngine,
+    vm_id: int,
+    kind: TaskType,
+    *,
+    actor: Actor,
+    secrets: SecretBox,
+    now: datetime,
+    liveness_timeout: float,
+) -> Started:
+    """Start `kind` on the VM; Conflict (409) when its state does not allow it."""
+    plan = PLANS[kind]
+    allocated = False
+    if kind is TaskType.DEPLOY:
+        async with engine.connect() as conn:
+            state = (
+                await conn.execute(select(_vm.c.state).where(_vm.c.id == vm_id))
+            ).scalar_one_or_none()
+        if state is None:
+            raise NotFound(f"there is no virtual machine {vm_id}", code=VM_NOT_FOUND)
+        if state != VmState.NOT_ALLOCATED:
+            raise Conflict(
+                f"the virtual machine is {state}: it cannot be deployed", code=WRONG_STATE
+            )
+        await allocate(engine, vm_id, now=now, liveness_timeout=liveness_timeout)
+        allocated = True
+    try:
+        async with engine.begin() as conn:
+            vm = await _locked_vm(conn, vm_id)
+            current = VmState(vm.state)
+            allowed = plan.from_states | ({VmState.ALLOCATED} if allocated else set())
+            if current not in allowed:
+                raise Conflict(
+                    f"the virtual machine is {current}: {kind.value} needs it "
+                    + " or ".join(sorted(s.value for s in plan.from_states)),
+                    code=WRONG_STATE,
+                )
+            where = await placed(conn, vm, secrets)
+            task_id = str(uuid.uuid4())
+            types = jobs_for(kind, current)
+            job_ids = [f"{task_id}.{uuid.uuid4()}" for _ in types]
+            await conn.execute(
+                _task.insert().values(
+                    id=task_id,
+                    virtual_machine_id=vm_id,
+                    user_id=actor.user_id,
+                    enterprise_id=vm.enterprise_id,
+                    type=kind.value,
+                    state=TaskState.PENDING.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                _job.insert(),
+                [
+                    {
+                        "id": job_id,
+                        "task_id": task_id,
+                        "sequence": i,
+                        "type": job_type.value,
+                        "state": JobState.PENDING.value,
+                        "rollback_state": JobState.UNKNOWN.value,
+                        "description": f"{job_type.value} of {vm.label}",
+                        "error": "",
+                        "updated_at": now,
+                    }
+                    for i, (job_id, job_type) in enumerate(zip(job_ids, types, strict=True))
+                ],
+            )
+            await conn.execute(
+                _vm.update()
+                .where(_vm.c.id == vm_id)
+                .values(state=VmState.LOCKED.value, locked_state=current.value, updated_at=now)
+            )
+            message = dc.VirtualFactoryTask(
+                task_id=task_id,
+                jobs=[
+                    dc.Job(
+                        id=job_id,
+                        type=job_type,
+                        connection=where.connection,
+                        definition=where.definition,
+                    )
+                    for job_id, job_type in zip(job_ids, types, strict=True)
+                ],
+            )
+            await enqueue(conn, where.dc_uuid, VIRTUAL_FACTORY, message, now=now)
+            await record_action(
+                conn,
+                actor,
+                component=Component.VIRTUAL_MACHINE,
+                action=ACTIONS.get(kind, Action.VM_STATE),
+                target=f"/virtualmachines/{vm.uuid}",
+                message=f"{kind.value} of virtual machine {vm.label} started (task {task_id})",
+            )
+    except BaseException:
+        if allocated:
+            await deallocate(engine, vm_id)
+        raise
+    return Started(task_id=task_id, vm_id=vm_id)
+
+
+def _api_state(n: dc.JobNotification) -> tuple[str, JobState] | None:
+    """The (column, state) a notification moves a job to."""
+    match n.state:
+        case dc.JobState.START:
+            return "state", JobState.STARTED
+        case dc.JobState.DONE:
+            return "state", JobState.DONE
+        case dc.JobState.FAILED:
+            # A job the DC never ran because one before it failed.
+            skipped = n.error_code == "VF-NOT-RUN"
+            return "state", JobState.SKIPPED if skipped else JobState.FAILED
+        case dc.JobState.ROLLBACK_START:
+            return "rollback_state", JobState.ROLLBACK_STARTED
+        case dc.JobState.ROLLBACK_DONE | dc.JobState.ROLLBACK_FAILED:
+            return "rollback_state", JobState.ROLLBACK_DONE
+    return None
+
+
+def _task_state(jobs: list[Any]) -> TaskState:
+    states = [JobState(j.state) for j in jobs]
+    failed = any(s in (JobState.FAILED, JobState.SKIPPED) for s in states)
+    if all(s is JobState.DONE for s in states):
+        return TaskState.FINISHED_SUCCESSFULLY
+    if failed:
+        # Over once every job has its last word: the done ones rolled back.
+        settled = all(
+            s in (JobState.FAILED, JobState.SKIPPED)
+            or (s is JobState.DONE and j.rollback_state == JobState.ROLLBACK_DONE)
+            for s, j in zip(states, jobs, strict=True)
+        )
+        return TaskState.FINISHED_UNSUCCESSFULLY if settled else TaskState.STARTED
+    if any(s is not JobState.PENDING for s in states):
+        return TaskState.STARTED
+    return TaskState.PENDING
+
+
+async def apply_notification(engine: AsyncEngine, n: dc.JobNotification, *, now: datetime) -> None:
+    """Move the job, its task and (once the task is over) its VM as the DC reports."""
+    move = _api_state(n)
+    if move is None:
+        return
+    column, new = move
+    async with engine.begin() as conn:
+        task = (
+            await conn.execute(select(_task).where(_task.c.id == n.task_id).with_for_update())
+        ).one_or_none()
+        if task is None or TaskState(task.state) in FINISHED:
+            # Not central's (a task of a database restored since), or over already.
+            return
+        job = (await conn.execute(select(_job).where(_job.c.id == n.job_id))).one_or_none()
+        if job is None:
+            return
+        current = getattr(job, column)
+        forward = (
+            moves_forward(current, new)
+            if column == "state"
+            else current != JobState.ROLLBACK_DONE and current != new
+        )
+        if not forward:
+            return
+        values: dict[str, Any] = {column: new.value, "updated_at": now}
+        if n.error_message:
+            values["error"] = f"{n.error_code}: {n.error_message}"
+        await conn.execute(_job.update().where(_job.c.id == n.job_id).values(**values))
+        jobs = (
+            await conn.execute(
+                select(_job).where(_job.c.task_id == n.task_id).order_by(_job.c.sequence)
+            )
+        ).all()
+        state = _task_state(list(jobs))
+        await conn.execute(
+            _task.update().where(_task.c.id == n.task_id).values(state=state.value, updated_at=now)
+        )
+        if state in FINISHED:
+            await _finish(conn, task, state, now=now)
+
+
+async def _finish(conn: AsyncConnection, task: Any, state: TaskState, *, now: datetime) -> None:
+    kind = TaskType(task.type)
+    plan = PLANS.get(kind)
+    vm = await _locked_vm(conn, task.virtual_machine_id)
+    succeeded = state is TaskState.FINISHED_SUCCESSFULLY
+    if plan is None:
+        return
+    if (succeeded and plan.release_on_success) or (not succeeded and plan.release_on_failure):
+        await release(conn, vm.id)
+    else:
+        back = plan.success if succeeded else VmState(vm.locked_state or VmState.UNKNOWN)
+        await conn.execute(
+            _vm.update()
+            .where(_vm.c.id == vm.id)
+            .values(state=back.value, locked_state=None, updated_at=now)
+        )
+    ent = tables.enterprise
+    enterprise_name = (
+        await conn.execute(select(ent.c.name).where(ent.c.id == vm.enterprise_id))
+    ).scalar_one_or_none()
+    await record_event(
+        conn,
+        enterprise=Ref(vm.enterprise_id, enterprise_name or ""),
+        user=Ref(task.user_id, "") if task.user_id is not None else None,
+        severity=Severity.INFO if succeeded else Severity.MAJOR,
+        component=Component.VIRTUAL_MACHINE,
+        action=ACTIONS.get(kind, Action.VM_STATE),
+        target=f"/virtualmachines/{vm.uuid}",
+        message=f"{kind.value} of virtual machine {vm.label} {'done' if succeeded else 'failed'}",
+        virtual_machine_id=vm.id,
+        now=now,
+    )
