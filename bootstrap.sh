@@ -28,7 +28,8 @@ if [ "$mode" = test ]; then
   packages+=(mariadb-server redis-server rabbitmq-server systemd openssl iproute2)
   packages+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
   packages+=(qemu-system-x86 busybox-static open-iscsi libxml2-utils)
-  # A kernel with 802.1Q for the VLAN tests where the host's has none (tests/aim/vlan_guest.py).
+  # A kernel with 802.1Q for the VLAN tests where the host's has none (tests/aim/vlan_guest.py):
+  # UML, else QEMU (above) with a kernel package fetched by apt-get download and dpkg-deb.
   packages+=(user-mode-linux)
 fi
 missing=()

@@ -6,8 +6,9 @@ Two session fixtures (import them into a test module):
   `linux-image-cloud-amd64` (the host's /boot/vmlinuz-* when one is readable, else the
   package fetched with `apt-get download` and the file taken out with `dpkg-deb`, so no
   kernel is installed on the host) and an initramfs of busybox-static whose /init mounts
-  proc and sys, prints GUEST_READY on the console and sleeps forever. The initramfs is
-  written by Python's stdlib (cpio "newc" + gzip), so no cpio package is needed. Both are
+  proc and sys, prints GUEST_READY on the console and sleeps forever (both made with
+  guest_kernel.py, which the VLAN tests' guest shares). The initramfs is written by
+  Python's stdlib (cpio "newc" + gzip), so no cpio package is needed. Both are
   cached in /var/tmp/abiquo-test-guest/<kernel version>/ (ABIQUO_TEST_GUEST_DIR moves it):
   the first run downloads 27 MB, later runs reuse the files.
 
@@ -41,14 +42,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -59,10 +57,11 @@ from typing import NoReturn
 import pytest
 
 from tests import services
+from tests.aim import guest_kernel
 
-GUEST_DIR = Path(os.environ.get("ABIQUO_TEST_GUEST_DIR", "/var/tmp/abiquo-test-guest"))
+# Its kernel is cached in GUEST_DIR itself; other guests' in directories of their own.
+GUEST_DIR = guest_kernel.GUEST_DIR
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
-BUSYBOX = Path("/bin/busybox")
 READY = "GUEST_READY"
 # Printed by /init once it runs: a test reading the serial console sees the guest booted.
 INIT = f"""#!/bin/busybox sh
@@ -99,135 +98,25 @@ class Guest:
     kernel_version: str
 
 
-def _host_kernel() -> tuple[Path, str] | None:
+def _host_kernel() -> guest_kernel.Kernel | None:
     for kernel in sorted(Path("/boot").glob("vmlinuz-*"), reverse=True):
         if os.access(kernel, os.R_OK):
-            return kernel, kernel.name.removeprefix("vmlinuz-")
+            return guest_kernel.Kernel(vmlinuz=kernel, version=kernel.name.removeprefix("vmlinuz-"))
     return None
-
-
-def _download_kernel(into: Path) -> tuple[Path, str]:
-    """Take the kernel out of Debian's package without installing it."""
-    for tool in ("apt-get", "apt-cache", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            unavailable(f"no readable kernel in /boot and no {tool} to fetch one")
-    depends = subprocess.run(
-        ["apt-cache", "depends", KERNEL_PACKAGE], capture_output=True, text=True, check=False
-    ).stdout
-    # The metapackage depends on the versioned package that holds the file.
-    versioned = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in depends.splitlines()
-            if line.strip().startswith("Depends: linux-image-")
-        ),
-        None,
-    )
-    if versioned is None:
-        unavailable(f"apt knows no {KERNEL_PACKAGE} (apt-get update?)")
-    with tempfile.TemporaryDirectory(dir=into) as scratch:
-        download = ["apt-get", "download", "-q", versioned]
-        done = subprocess.run(download, cwd=scratch, capture_output=True, text=True, check=False)
-        if done.returncode != 0 and os.geteuid() == 0:
-            # Stale package lists name a version the mirror no longer has: refresh, retry.
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-            done = subprocess.run(
-                download, cwd=scratch, capture_output=True, text=True, check=False
-            )
-        debs = list(Path(scratch).glob("*.deb"))
-        if done.returncode != 0 or not debs:
-            unavailable(f"apt-get download {versioned}: {done.stderr.strip()}")
-        tar = subprocess.run(
-            ["dpkg-deb", "--fsys-tarfile", str(debs[0])], capture_output=True, check=True
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-            for member in archive.getmembers():
-                name = member.name.removeprefix("./")
-                if name.startswith("boot/vmlinuz-") and member.isfile():
-                    version = name.removeprefix("boot/vmlinuz-")
-                    source = archive.extractfile(member)
-                    assert source is not None
-                    target = into / version / "vmlinuz"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    _write_atomically(target, source.read())
-                    return target, version
-    unavailable(f"no /boot/vmlinuz-* in {versioned}")
-
-
-def _cached_kernel(root: Path) -> tuple[Path, str] | None:
-    for kernel in sorted(root.glob("*/vmlinuz"), reverse=True):
-        return kernel, kernel.parent.name
-    return None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Concurrent test runs may build the same cache: each writes its own file and renames.
-    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    part.write_bytes(data)
-    part.chmod(0o644)
-    part.replace(path)
-
-
-def _cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
-    """A cpio archive in the "newc" format the kernel unpacks as its initramfs.
-
-    Each entry is (name, mode with file type, data, rdev as major << 8 | minor). A header
-    is "070701" and 13 eight-digit hex fields; name and data are padded to 4 bytes.
-    """
-    out = bytearray()
-
-    def add(ino: int, name: str, mode: int, data: bytes, rdev: int) -> None:
-        encoded = name.encode() + b"\0"
-        fields = (
-            ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(encoded), 0
-        )  # fmt: skip
-        out.extend(b"070701" + b"".join(b"%08x" % f for f in fields) + encoded)
-        out.extend(b"\0" * (-len(out) % 4))
-        out.extend(data)
-        out.extend(b"\0" * (-len(out) % 4))
-
-    for ino, (name, mode, data, rdev) in enumerate(entries, start=1):
-        add(ino, name, mode, data, rdev)
-    add(0, "TRAILER!!!", 0, b"", 0)
-    return bytes(out)
 
 
 def _initramfs() -> bytes:
-    if not BUSYBOX.is_file():
-        unavailable(f"no {BUSYBOX} (apt-get install busybox-static)")
-    busybox = BUSYBOX.read_bytes()
-    # The guest's busybox runs with no libraries at all: a dynamic one would not start.
-    if _is_dynamic(busybox):
-        unavailable(f"{BUSYBOX} is not static (apt-get install busybox-static)")
-    entries: list[tuple[str, int, bytes, int]] = [
-        (d, 0o040755, b"", 0) for d in ("bin", "dev", "proc", "sys", "tmp")
-    ]
-    entries += [
-        ("bin/busybox", 0o100755, busybox, 0),
-        ("bin/sh", 0o120777, b"busybox", 0),
-        # The kernel opens /dev/console for init's output before any devtmpfs exists.
-        ("dev/console", 0o020600, b"", (5 << 8) | 1),
-        ("init", 0o100755, INIT.encode(), 0),
-    ]
-    return gzip.compress(_cpio_newc(entries), mtime=0)
-
-
-def _is_dynamic(elf: bytes) -> bool:
-    # A dynamic ELF names its loader (PT_INTERP) near its start; a static one has none.
-    return b"/lib64/ld-linux" in elf[:1024]
+    return gzip.compress(guest_kernel.initramfs(INIT, unavailable), mtime=0)
 
 
 def build_guest(root: Path = GUEST_DIR) -> Guest:
-    root.mkdir(parents=True, exist_ok=True)
-    found = _host_kernel() or _cached_kernel(root) or _download_kernel(root)
-    kernel, version = found
-    initrd = root / version / "initramfs.cpio.gz"
+    kernel = _host_kernel() or guest_kernel.debian_kernel(KERNEL_PACKAGE, root, unavailable)
+    initrd = root / kernel.version / "initramfs.cpio.gz"
     content = _initramfs()
     # Rebuilt when busybox or /init changed; otherwise the cached file is reused.
     if not initrd.is_file() or initrd.read_bytes() != content:
-        initrd.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(initrd, content)
-    return Guest(kernel=kernel, initrd=initrd, kernel_version=version)
+        guest_kernel.write_atomically(initrd, content)
+    return Guest(kernel=kernel.vmlinuz, initrd=initrd, kernel_version=kernel.version)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,10 @@ group `netns=` so that every `ip` it runs lands there, never on the host's inter
 The tests that need 802.1Q interfaces take `on_a_vlan_kernel` and hand it their body. On
 a kernel that makes them (tried once, in a scratch namespace) the body runs here. On one
 that cannot (no 8021q, and no modules to load, as on a Firecracker guest's kernel) these
-tests all run once, together, in a User-mode Linux guest (vlan_guest.py) whose kernel
-can; each then passes or fails here as it did there, with the report from there. The
-tests of a kernel without 8021q run only on such a kernel.
+tests all run once, together, in one boot of a guest whose kernel can (vlan_guest.py:
+User-mode Linux, or QEMU where UML cannot run); each then passes or fails here as it did
+there, with the report from there. The tests of a kernel without 8021q run only on such
+a kernel.
 """
 
 from __future__ import annotations
