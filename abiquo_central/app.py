@@ -70,6 +70,9 @@ class Central:
             secrets=self.secrets,
             request_timeout=settings.datacenters.request_timeout,
         )
+        # Sends what tasks queued in the outbox table, after their commit.
+        self.outbox = OutboxRelay(self.engine, self.link.send, clock=self.clock)
+        self.tasks = Supervisor("central")
         self.app = web.Application()
         self.app[ENGINE] = self.engine
         self.app[LINK] = self.link
@@ -80,12 +83,10 @@ class Central:
                 settings=settings,
                 secrets=self.secrets,
                 link=self.link,
+                on_queued=self.outbox.wake,
                 clock=self.clock,
             ),
         )
-        # Sends what tasks queued in the outbox table, after their commit.
-        self.outbox = OutboxRelay(self.engine, self.link.send, clock=self.clock)
-        self.tasks = Supervisor("central")
         self.app.cleanup_ctx.extend(
             [self._engine_ctx, self._link_ctx, self._outbox_ctx, self._accept_ctx]
         )

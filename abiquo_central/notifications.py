@@ -13,8 +13,8 @@ from abiquo_central.infrastructure.datacenters import record_heartbeat
 from abiquo_central.infrastructure.discovery import DatacenterCalls
 from abiquo_central.infrastructure.monitoring import restore_monitoring
 from abiquo_central.link import DatacenterRequests, OnMessage
-from abiquo_central.templates.reports import record_conversion_state, record_template_status
 from abiquo_central.tasks.lifecycle import apply_notification
+from abiquo_central.templates.reports import record_conversion_state, record_template_status
 from abiquo_dc.protocol.jobs import JobNotification
 from abiquo_dc.protocol.messages import Heartbeat, Message, SubsystemStateChanged
 from abiquo_dc.protocol.monitoring import MonitoringStateLost

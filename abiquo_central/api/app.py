@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -17,6 +17,7 @@ from abiquo_central.api.keys import (
     ENGINE,
     HTTP_CLIENT,
     LINK,
+    ON_QUEUED,
     PASSWORDS,
     PRIVILEGES,
     SECRETS,
@@ -38,13 +39,20 @@ from abiquo_central.api.resources import (
     locations,
     login,
     machines,
+    networks,
     privileges,
     properties,
     racks,
     remote_services,
+    repositories,
     reserved_machines,
     roles,
+    templates,
     users,
+    vapps,
+    vdcs,
+    vm_tasks,
+    vms,
 )
 from abiquo_central.link import DatacenterRequests, NoLink
 from abiquo_central.settings import CentralSettings
@@ -63,12 +71,17 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def _nothing() -> None:
+    pass
+
+
 def build_api(
     *,
     engine: AsyncEngine,
     settings: CentralSettings,
     secrets: SecretBox,
     link: DatacenterRequests | None = None,
+    on_queued: Callable[[], None] | None = None,
     clock: Clock | None = None,
     passwords: Passwords | None = None,
 ) -> web.Application:
@@ -97,6 +110,8 @@ def build_api(
     app[SECRETS] = secrets
     app[PRIVILEGES] = PrivilegeCache()
     app[LINK] = link if link is not None else NoLink()
+    # Without a relay to wake, queued messages wait for whichever relay polls next.
+    app[ON_QUEUED] = on_queued if on_queued is not None else _nothing
     app.on_response_prepare.append(echo_correlation_id)
     app.cleanup_ctx.append(_http_client)
     version.add_routes(app.router)
@@ -120,4 +135,11 @@ def build_api(
     datastores.add_routes(app.router)
     discovery.add_routes(app.router)
     reserved_machines.add_routes(app.router)
+    vdcs.add_routes(app.router)
+    networks.add_routes(app.router)
+    vapps.add_routes(app.router)
+    vms.add_routes(app.router)
+    repositories.add_routes(app.router)
+    templates.add_routes(app.router)
+    vm_tasks.add_routes(app.router)
     return app

@@ -32,6 +32,8 @@ PASSWORDS = web.AppKey("abiquo.api.passwords", Passwords)
 PRIVILEGES = web.AppKey("abiquo.api.privileges", PrivilegeCache)
 # Encrypts what must be stored but not readable (hypervisor passwords).
 SECRETS = web.AppKey("abiquo.api.secrets", SecretBox)
+# Called once a request queued messages in the outbox: the relay sends them at once.
+ON_QUEUED: web.AppKey[Callable[[], None]] = web.AppKey("abiquo.api.on_queued")
 # Requests to the datacenters (discovery, checks, monitoring).
 LINK: web.AppKey[DatacenterRequests] = web.AppKey("abiquo.api.link")
 # One HTTP client for what central asks over HTTP (the remote services' checks); opened

@@ -75,3 +75,12 @@ class Collection(msgspec.Struct, Generic[E], kw_only=True, rename="camel", omit_
         """An empty one: the default of a nested collection field, as
         `msgspec.field(default_factory=Collection.empty)`."""
         return cls(collection=[])
+
+
+class AcceptedRequest(Entity, kw_only=True):
+    """What an asynchronous action answers (202): its `status` link says where to follow
+    it (a task, a conversion, a template being downloaded)."""
+
+    media = Media.of("acceptedrequest")
+
+    message: str = "You can keep track of the progress in the link"

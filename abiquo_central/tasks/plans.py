@@ -12,18 +12,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
+from abiquo_central.cloud.states import VmState
 from abiquo_dc.protocol.jobs import JobType
 
-
-class VmState(StrEnum):
-    NOT_ALLOCATED = "NOT_ALLOCATED"
-    ALLOCATED = "ALLOCATED"
-    CONFIGURED = "CONFIGURED"
-    ON = "ON"
-    PAUSED = "PAUSED"
-    OFF = "OFF"
-    LOCKED = "LOCKED"
-    UNKNOWN = "UNKNOWN"
+__all__ = [
+    "FINISHED",
+    "PLANS",
+    "JobState",
+    "Plan",
+    "TaskState",
+    "TaskType",
+    "VmState",
+    "jobs_for",
+    "moves_forward",
+]
 
 
 class TaskType(StrEnum):

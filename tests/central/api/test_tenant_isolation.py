@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.db import tables
@@ -76,6 +77,12 @@ class World:
     rack: int
     machine: int
     datastore: int
+    template: int
+    vdc: int
+    network: int
+    ip: int
+    vapp: int
+    vm: int
 
 
 @pytest.fixture
@@ -212,6 +219,74 @@ async def world(api: Client, engine: AsyncEngine) -> World:
             },
         )
     )["id"]
+    # B's cloud: a template, a VDC with its network and addresses, an appliance, a VM.
+    async with engine.begin() as conn:
+        w.template = inserted_id(
+            await conn.execute(
+                tables.virtual_machine_template.insert().values(
+                    enterprise_id=w.b,
+                    datacenter_id=w.dc,
+                    ovf_id=f"http://repo/{MARK}.ovf",
+                    ovf_key=MARK,
+                    name=f"t-{MARK}",
+                    state="DOWNLOAD",
+                    created_at=T0,
+                )
+            )
+        )
+    vdc = await _post(
+        api,
+        "/api/cloud/virtualdatacenters",
+        "virtualdatacenter",
+        {
+            "name": f"vdc-{MARK}",
+            "hypervisorType": "KVM",
+            "network": {
+                "name": f"net-{MARK}",
+                "address": "10.77.0.0",
+                "mask": 29,
+                "gateway": "10.77.0.1",
+            },
+            "links": [
+                {"rel": "location", "href": _href(api, f"/admin/datacenters/{w.dc}")},
+                {"rel": "enterprise", "href": _href(api, f"/admin/enterprises/{w.b}")},
+            ],
+        },
+    )
+    w.vdc = vdc["id"]
+    async with engine.connect() as conn:
+        w.network, w.ip = (
+            await conn.execute(
+                select(tables.vlan.c.id, tables.ip.c.id)
+                .join(tables.ip, tables.ip.c.vlan_id == tables.vlan.c.id)
+                .where(tables.vlan.c.vdc_id == w.vdc)
+                .limit(1)
+            )
+        ).one()
+    w.vapp = (
+        await _post(
+            api,
+            f"/api/cloud/virtualdatacenters/{w.vdc}/virtualappliances",
+            "virtualappliance",
+            {"name": f"va-{MARK}"},
+        )
+    )["id"]
+    template_href = _href(
+        api,
+        f"/admin/enterprises/{w.b}/datacenterrepositories/{w.dc}"
+        f"/virtualmachinetemplates/{w.template}",
+    )
+    w.vm = (
+        await _post(
+            api,
+            f"/api/cloud/virtualdatacenters/{w.vdc}/virtualappliances/{w.vapp}/virtualmachines",
+            "virtualmachine",
+            {
+                "label": f"vm-{MARK}",
+                "links": [{"rel": "virtualmachinetemplate", "href": template_href}],
+            },
+        )
+    )["id"]
     return w
 
 
@@ -243,6 +318,15 @@ def _fill(path: str, w: World) -> tuple[str, bool]:
         "privileges": 1,
         "hypervisortypes": 1,
         "diskformattypes": 1,
+        "virtualdatacenters": w.vdc,
+        "privatenetworks": w.network,
+        "ips": w.ip,
+        "virtualappliances": w.vapp,
+        "virtualmachines": w.vm,
+        "tasks": "00000000-0000-4000-8000-000000000000",
+        "datacenterrepositories": w.dc,
+        "virtualmachinetemplates": w.template,
+        "conversions": "RAW",
     }
     # Infrastructure is B's too here: its datacenter is one only B may use.
     b_owned = {
@@ -258,6 +342,15 @@ def _fill(path: str, w: World) -> tuple[str, bool]:
         "datastores",
         "locations",
         "remoteservices",
+        "virtualdatacenters",
+        "privatenetworks",
+        "ips",
+        "virtualappliances",
+        "virtualmachines",
+        "tasks",
+        "datacenterrepositories",
+        "virtualmachinetemplates",
+        "conversions",
     }
     segments = path.strip("/").split("/")
     for i, segment in enumerate(segments):

@@ -338,37 +338,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("job")
-    op.drop_index("ix_task_virtual_machine_id", table_name="task")
-    op.drop_index("ix_task_updated_at", table_name="task")
-    op.drop_index("ix_task_state", table_name="task")
-
-    op.drop_table("task")
-    op.drop_index("ix_ip_virtual_machine_id", table_name="ip")
-
-    op.drop_table("ip")
-    op.drop_index("ix_virtual_machine_vapp_id", table_name="virtual_machine")
-    op.drop_index("ix_virtual_machine_state", table_name="virtual_machine")
-    op.drop_index("ix_virtual_machine_machine_id", table_name="virtual_machine")
-    op.drop_index("ix_virtual_machine_enterprise_id", table_name="virtual_machine")
-
-    op.drop_table("virtual_machine")
-    op.drop_index("ix_vlan_vdc_id", table_name="vlan")
-
-    op.drop_table("vlan")
-    op.drop_index("ix_virtual_appliance_vdc_id", table_name="virtual_appliance")
-
-    op.drop_table("virtual_appliance")
-    op.drop_table("template_conversion")
-    op.drop_index(
-        "ix_virtual_machine_template_datacenter_id", table_name="virtual_machine_template"
-    )
-
-    op.drop_table("virtual_machine_template")
-    op.drop_index("ix_virtual_datacenter_enterprise_id", table_name="virtual_datacenter")
-    op.drop_index("ix_virtual_datacenter_datacenter_id", table_name="virtual_datacenter")
-
-    op.drop_table("virtual_datacenter")
-    op.drop_index("ix_outbox_sent_at", table_name="outbox")
-
-    op.drop_table("outbox")
+    # Dropping a table drops its indexes: dropping them first would fail on MySQL where
+    # a foreign key still needs one.
+    for table in (
+        "job",
+        "task",
+        "ip",
+        "virtual_machine",
+        "vlan",
+        "virtual_appliance",
+        "template_conversion",
+        "virtual_machine_template",
+        "virtual_datacenter",
+        "outbox",
+    ):
+        op.drop_table(table)

@@ -1,0 +1,227 @@
+"""A VM's asynchronous actions and their tasks:
+
+- POST .../virtualmachines/{vm}/action/deploy, .../action/undeploy, .../action/reset;
+- PUT .../virtualmachines/{vm}/state with virtualmachinestate {state: ON|OFF|PAUSED};
+- GET .../virtualmachines/{vm}/tasks[/{taskId}].
+
+Each action answers 202 with an acceptedrequest whose `status` link is the task. What
+the task does to the VM, and when, is abiquo_central.tasks.lifecycle's: the VM is LOCKED
+from now until the datacenter's job notifications finish the task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+import msgspec
+from aiohttp import web
+
+from abiquo_central.api.auth import actor
+from abiquo_central.api.body import read_entity
+from abiquo_central.api.endpoint import PAGING, endpoint
+from abiquo_central.api.keys import CLOCK, ENGINE, ON_QUEUED, SECRETS, SETTINGS
+from abiquo_central.api.links import Hrefs
+from abiquo_central.api.media import Media
+from abiquo_central.api.model import AcceptedRequest, Collection, Entity
+from abiquo_central.api.paging import parse_page
+from abiquo_central.api.params import path_id
+from abiquo_central.api.render import render, render_page
+from abiquo_central.api.resources.vdcs import scope
+from abiquo_central.api.resources.vms import VirtualMachineState, vm_path
+from abiquo_central.cloud import vms
+from abiquo_central.cloud.states import VmState
+from abiquo_central.tasks import queries
+from abiquo_central.tasks.lifecycle import start_task
+from abiquo_central.tasks.plans import TaskType
+from abiquo_central.tenants.privileges import (
+    VAPP_DEPLOY_UNDEPLOY,
+    VAPP_PERFORM_ACTIONS,
+    VDC_ENUMERATE,
+)
+from abiquo_runtime.errors import Conflict, InvalidInput
+
+
+class Job(Entity, kw_only=True):
+    media = Media.of("job")
+
+    id: str
+    parent_task_id: str
+    type: str
+    state: str
+    rollback_state: str
+    description: str = ""
+    timestamp: datetime
+
+
+class Task(Entity, kw_only=True):
+    media = Media.of("task")
+
+    task_id: str
+    owner_id: str
+    user_id: str = ""
+    type: str
+    state: str
+    timestamp: datetime
+    jobs: Collection[Job] = msgspec.field(default_factory=Collection.empty)
+
+
+class VirtualMachineTask(Entity, kw_only=True):
+    """The options of a deploy or undeploy (both optional in the body)."""
+
+    media = Media.of("virtualmachinetask")
+
+    force_enterprise_soft_limits: bool = False
+    force_undeploy: bool = False
+
+
+def _where(request: web.Request) -> tuple[int, int, int]:
+    return path_id(request, "vdc"), path_id(request, "va"), path_id(request, "vm")
+
+
+def task_model(
+    task: queries.TaskView, vm_uuid: str, here: tuple[str | int, ...], hrefs: Hrefs
+) -> Task:
+    href = (*here, "tasks", task.id)
+    return Task(
+        task_id=task.id,
+        owner_id=vm_uuid,
+        user_id=str(task.user_id) if task.user_id is not None else "",
+        type=task.type,
+        state=task.state,
+        timestamp=task.created_at,
+        jobs=Collection(
+            collection=[
+                Job(
+                    id=j.id,
+                    parent_task_id=task.id,
+                    type=j.type,
+                    state=j.state,
+                    rollback_state=j.rollback_state,
+                    description=j.description,
+                    timestamp=j.updated_at,
+                )
+                for j in task.jobs
+            ]
+        ),
+        links=[
+            hrefs.link("self", *href, media=Task.media.one),
+            hrefs.link("parent", *here),
+        ],
+    )
+
+
+async def _start(request: web.Request, kind: TaskType | None = None) -> web.Response:
+    app = request.config_dict
+    vdc_id, vapp_id, vm_id = _where(request)
+    vm = await vms.get_vm(app[ENGINE], vdc_id, vapp_id, vm_id, scope(request))
+    if kind is None:
+        body = await read_entity(request, VirtualMachineState)
+        kind = _state_change(vm.state, body.state)
+    elif request.can_read_body:
+        await read_entity(request, VirtualMachineTask)
+    started = await start_task(
+        app[ENGINE],
+        vm.id,
+        kind,
+        actor=actor(request),
+        secrets=app[SECRETS],
+        now=app[CLOCK](),
+        liveness_timeout=app[SETTINGS].datacenters.liveness_timeout,
+    )
+    app[ON_QUEUED]()
+    hrefs = Hrefs.of(request)
+    status = (*vm_path(vdc_id, vapp_id, vm.id), "tasks", started.task_id)
+    return render(
+        request,
+        AcceptedRequest(links=[hrefs.link("status", *status, media=Task.media.one)]),
+        status=202,
+    )
+
+
+def _state_change(current: VmState, wanted: str) -> TaskType:
+    """The task that takes a VM in `current` to `wanted` (ON, OFF or PAUSED)."""
+    target = wanted.strip().upper()
+    if target not in ("ON", "OFF", "PAUSED"):
+        raise InvalidInput(
+            f"a virtual machine's state may be set to ON, OFF or PAUSED, not {wanted!r}"
+        )
+    if target == "ON":
+        return TaskType.RESUME if current is VmState.PAUSED else TaskType.POWER_ON
+    if target == "OFF":
+        return TaskType.POWER_OFF
+    if current is not VmState.ON:
+        raise Conflict(
+            f"the virtual machine is {current.value}: only an ON one is paused", code="VM-4"
+        )
+    return TaskType.PAUSE
+
+
+@endpoint(
+    produces=AcceptedRequest.media.one,
+    consumes=VirtualMachineTask,
+    privileges=[VAPP_DEPLOY_UNDEPLOY],
+)
+async def deploy(request: web.Request) -> web.Response:
+    return await _start(request, TaskType.DEPLOY)
+
+
+@endpoint(
+    produces=AcceptedRequest.media.one,
+    consumes=VirtualMachineTask,
+    privileges=[VAPP_DEPLOY_UNDEPLOY],
+)
+async def undeploy(request: web.Request) -> web.Response:
+    return await _start(request, TaskType.UNDEPLOY)
+
+
+@endpoint(produces=AcceptedRequest.media.one, privileges=[VAPP_PERFORM_ACTIONS])
+async def reset(request: web.Request) -> web.Response:
+    return await _start(request, TaskType.RESET)
+
+
+@endpoint(
+    produces=AcceptedRequest.media.one,
+    consumes=VirtualMachineState,
+    privileges=[VAPP_PERFORM_ACTIONS],
+)
+async def change_state(request: web.Request) -> web.Response:
+    return await _start(request)
+
+
+@endpoint(produces=Task.media.many, privileges=[VDC_ENUMERATE], query=PAGING)
+async def list_tasks(request: web.Request) -> web.Response:
+    app = request.config_dict
+    vdc_id, vapp_id, vm_id = _where(request)
+    vm = await vms.get_vm(app[ENGINE], vdc_id, vapp_id, vm_id, scope(request))
+    page = parse_page(request)
+    if "asc" not in request.query:
+        page = dataclasses.replace(page, asc=False)
+    found = await queries.list_tasks(app[ENGINE], vm.id, page=page)
+    here = vm_path(vdc_id, vapp_id, vm.id)
+    return render_page(
+        request, found, page, lambda t, hrefs: task_model(t, vm.uuid, here, hrefs), media=Task.media
+    )
+
+
+@endpoint(produces=Task.media.one, privileges=[VDC_ENUMERATE])
+async def get_task(request: web.Request) -> web.Response:
+    app = request.config_dict
+    vdc_id, vapp_id, vm_id = _where(request)
+    vm = await vms.get_vm(app[ENGINE], vdc_id, vapp_id, vm_id, scope(request))
+    task = await queries.get_task(app[ENGINE], vm.id, request.match_info["task"])
+    here = vm_path(vdc_id, vapp_id, vm.id)
+    return render(request, task_model(task, vm.uuid, here, Hrefs.of(request)))
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    one = (
+        r"/cloud/virtualdatacenters/{vdc:\d+}/virtualappliances/{va:\d+}"
+        r"/virtualmachines/{vm:\d+}"
+    )
+    router.add_post(f"{one}/action/deploy", deploy)
+    router.add_post(f"{one}/action/undeploy", undeploy)
+    router.add_post(f"{one}/action/reset", reset)
+    router.add_put(f"{one}/state", change_state)
+    router.add_get(f"{one}/tasks", list_tasks, name="virtualmachine-tasks")
+    router.add_get(rf"{one}/tasks/{{task:[0-9a-f-]{{36}}}}", get_task, name="virtualmachine-task")

@@ -1,0 +1,2 @@
+"""The virtual side of the cloud: virtual datacenters with their private networks,
+virtual appliances and virtual machines."""
