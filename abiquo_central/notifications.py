@@ -14,10 +14,11 @@ from abiquo_central.infrastructure.discovery import DatacenterCalls
 from abiquo_central.infrastructure.monitoring import restore_monitoring
 from abiquo_central.link import DatacenterRequests, OnMessage
 from abiquo_central.tasks.lifecycle import apply_notification
+from abiquo_central.tasks.observations import apply_vm_event
 from abiquo_central.templates.reports import record_conversion_state, record_template_status
 from abiquo_dc.protocol.jobs import JobNotification
 from abiquo_dc.protocol.messages import Heartbeat, Message, SubsystemStateChanged
-from abiquo_dc.protocol.monitoring import MonitoringStateLost
+from abiquo_dc.protocol.monitoring import MonitoringStateLost, VmStateChanged
 from abiquo_dc.protocol.templates import ConversionStateChanged, TemplateStatusChanged
 from abiquo_runtime.secrets import SecretBox
 
@@ -58,6 +59,8 @@ def message_handler(
                 )
             case JobNotification():
                 await apply_notification(engine, message, now=clock())
+            case VmStateChanged():
+                await apply_vm_event(engine, message, now=clock())
             case MonitoringStateLost():
                 await restore_monitoring(engine, calls, secrets, message.dc_uuid)
             case TemplateStatusChanged():

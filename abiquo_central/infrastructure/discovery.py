@@ -39,6 +39,8 @@ from abiquo_dc.protocol.monitoring import (
     MonitorHost,
     MonitoringDone,
     StopMonitoringHost,
+    Subscribe,
+    Subscription,
 )
 from abiquo_runtime.errors import (
     AbiquoError,
@@ -222,6 +224,17 @@ class DatacenterCalls:
         if not isinstance(reply, MonitoringDone):
             raise TemporaryError(
                 f"the datacenter answered {type(reply).__name__} to MonitorHost",
+                code=UNEXPECTED_REPLY,
+            )
+
+    async def subscribe(self, dc_uuid: str, subscriptions: list[Subscription]) -> None:
+        """The datacenter's VSM reports these VMs' changes from now on."""
+        reply = await self._request(
+            dc_uuid, Subscribe(subscriptions=subscriptions), self.request_timeout
+        )
+        if not isinstance(reply, MonitoringDone):
+            raise TemporaryError(
+                f"the datacenter answered {type(reply).__name__} to Subscribe",
                 code=UNEXPECTED_REPLY,
             )
 

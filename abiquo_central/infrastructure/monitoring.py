@@ -6,6 +6,7 @@ the DC says so (MonitoringStateLost) and central, which holds the truth, tells i
 about every machine of that datacenter. Hosts are sent a few at a time; a host the DC
 refuses (its credentials no longer open, say) is logged and the others go on; a DC that
 does not answer makes the whole message fail for now, so that it is delivered again.
+The VMs deployed there are subscribed again after the hosts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.db import tables
 from abiquo_central.infrastructure.discovery import DatacenterCalls
+from abiquo_central.tasks.observations import subscriptions_of
 from abiquo_dc.protocol.definitions import Credentials, HypervisorType
 from abiquo_dc.protocol.monitoring import MonitoredHost
 from abiquo_runtime.errors import AbiquoError, TemporaryError
@@ -25,6 +27,8 @@ from abiquo_runtime.secrets import SecretBox, UnreadableSecret
 
 # MonitorHost requests in flight at once toward one datacenter.
 CONCURRENCY = 16
+# VMs per Subscribe request.
+SUBSCRIPTIONS_AT_ONCE = 500
 
 _log = structlog.get_logger("abiquo.central.monitoring")
 
@@ -89,5 +93,9 @@ async def restore_monitoring(
         raise TemporaryError(
             f"datacenter {dc_uuid} did not take {len(unreachable)} of its hosts back"
         )
-    _log.info("monitoring restored", dc=dc_uuid, hosts=taken)
+    # Then the VMs deployed there, as central believes them to be.
+    subscriptions = await subscriptions_of(engine, dc_uuid)
+    for start in range(0, len(subscriptions), SUBSCRIPTIONS_AT_ONCE):
+        await calls.subscribe(dc_uuid, subscriptions[start : start + SUBSCRIPTIONS_AT_ONCE])
+    _log.info("monitoring restored", dc=dc_uuid, hosts=taken, vms=len(subscriptions))
     return taken

@@ -34,6 +34,7 @@ from abiquo_central.events import (
     record_event,
 )
 from abiquo_central.tasks.definitions import placed
+from abiquo_central.tasks.observations import subscribe, unsubscribe
 from abiquo_central.tasks.outbox import enqueue
 from abiquo_central.tasks.plans import (
     FINISHED,
@@ -46,6 +47,7 @@ from abiquo_central.tasks.plans import (
     moves_forward,
 )
 from abiquo_dc.protocol import jobs as dc
+from abiquo_dc.protocol.jobs import ObservedState
 from abiquo_runtime.errors import Conflict, NotFound
 from abiquo_runtime.secrets import SecretBox
 
@@ -265,6 +267,11 @@ async def _finish(conn: AsyncConnection, task: Any, state: TaskState, *, now: da
     succeeded = state is TaskState.FINISHED_SUCCESSFULLY
     if plan is None:
         return
+    if succeeded and kind is TaskType.DEPLOY:
+        await subscribe(conn, vm, ObservedState.ON, now=now)
+    if succeeded and plan.release_on_success:
+        # Before the machine is forgotten: its datacenter is where the VM was watched.
+        await unsubscribe(conn, vm, now=now)
     if (succeeded and plan.release_on_success) or (not succeeded and plan.release_on_failure):
         await release(conn, vm.id)
     else:

@@ -59,7 +59,9 @@ async def _sent(engine: AsyncEngine, clock: FakeClock) -> tuple[str, dc.VirtualF
     sent: list[tuple[str, Message]] = []
 
     async def send(dc_uuid: str, service: str, message: Message) -> None:
-        sent.append((dc_uuid, message))
+        # Only tasks: the VSM subscriptions go on the rpc queue.
+        if service == "virtualfactory":
+            sent.append((dc_uuid, message))
 
     await OutboxRelay(engine, send, clock=clock).drain()
     # The next task starts a second later (the listing is newest first).

@@ -81,8 +81,9 @@ async def _start(
 async def _sent_task(engine: AsyncEngine, clock: FakeClock) -> tuple[str, dc.VirtualFactoryTask]:
     sent = Sent()
     await OutboxRelay(engine, sent, clock=clock).drain()
-    [(dc_uuid, service, message)] = sent.messages
-    assert service == "virtualfactory" and isinstance(message, dc.VirtualFactoryTask)
+    # The VSM subscriptions a finished task queued go on the rpc queue: not these.
+    [(dc_uuid, message)] = [(d, m) for d, s, m in sent.messages if s == "virtualfactory"]
+    assert isinstance(message, dc.VirtualFactoryTask)
     return dc_uuid, message
 
 
