@@ -2,7 +2,9 @@
 
 - POST .../virtualmachines/{vm}/action/deploy, .../action/undeploy, .../action/reset;
 - PUT .../virtualmachines/{vm}/state with virtualmachinestate {state: ON|OFF|PAUSED};
-- GET .../virtualmachines/{vm}/tasks[/{taskId}].
+- GET .../virtualmachines/{vm}/tasks[/{taskId}];
+- POST .../virtualappliances/{va}/action/deploy and .../action/undeploy: one task per VM
+  of the appliance that can take it (the others are left as they are).
 
 Each action answers 202 with an acceptedrequest whose `status` link is the task. What
 the task does to the VM, and when, is abiquo_central.tasks.lifecycle's: the VM is LOCKED
@@ -16,6 +18,7 @@ from datetime import datetime
 
 import msgspec
 from aiohttp import web
+from sqlalchemy import select
 
 from abiquo_central.api.auth import actor
 from abiquo_central.api.body import read_entity
@@ -29,17 +32,18 @@ from abiquo_central.api.params import path_id
 from abiquo_central.api.render import render, render_page
 from abiquo_central.api.resources.vdcs import scope
 from abiquo_central.api.resources.vms import VirtualMachineState, vm_path
-from abiquo_central.cloud import vms
+from abiquo_central.cloud import vapps, vms
 from abiquo_central.cloud.states import VmState
+from abiquo_central.db import tables
 from abiquo_central.tasks import queries
 from abiquo_central.tasks.lifecycle import start_task
-from abiquo_central.tasks.plans import TaskType
+from abiquo_central.tasks.plans import PLANS, TaskType
 from abiquo_central.tenants.privileges import (
     VAPP_DEPLOY_UNDEPLOY,
     VAPP_PERFORM_ACTIONS,
     VDC_ENUMERATE,
 )
-from abiquo_runtime.errors import Conflict, InvalidInput
+from abiquo_runtime.errors import AbiquoError, Conflict, InvalidInput, TemporaryError
 
 
 class Job(Entity, kw_only=True):
@@ -214,6 +218,71 @@ async def get_task(request: web.Request) -> web.Response:
     return render(request, task_model(task, vm.uuid, here, Hrefs.of(request)))
 
 
+async def _start_all(request: web.Request, kind: TaskType) -> web.Response:
+    app = request.config_dict
+    vdc_id, vapp_id = path_id(request, "vdc"), path_id(request, "va")
+    await vapps.get_vapp(app[ENGINE], vdc_id, vapp_id, scope(request))
+    if request.can_read_body:
+        await read_entity(request, VirtualMachineTask)
+    vm_table = tables.virtual_machine
+    async with app[ENGINE].connect() as conn:
+        rows = (
+            await conn.execute(
+                select(vm_table.c.id, vm_table.c.state)
+                .where(vm_table.c.vapp_id == vapp_id)
+                .order_by(vm_table.c.id)
+            )
+        ).all()
+    eligible = [r.id for r in rows if VmState(r.state) in PLANS[kind].from_states]
+    if not eligible:
+        raise Conflict(
+            f"no virtual machine of the appliance can take a {kind.value}", code="VAPP-3"
+        )
+    hrefs = Hrefs.of(request)
+    links = []
+    first_error: AbiquoError | None = None
+    for vm_id in eligible:
+        try:
+            started = await start_task(
+                app[ENGINE],
+                vm_id,
+                kind,
+                actor=actor(request),
+                secrets=app[SECRETS],
+                now=app[CLOCK](),
+                liveness_timeout=app[SETTINGS].datacenters.liveness_timeout,
+            )
+        except (Conflict, TemporaryError) as exc:
+            # One VM without room (or changed meanwhile) does not stop the others.
+            first_error = first_error or exc
+            continue
+        status = (*vm_path(vdc_id, vapp_id, vm_id), "tasks", started.task_id)
+        links.append(hrefs.link("status", *status, media=Task.media.one))
+    if not links:
+        assert first_error is not None
+        raise first_error
+    app[ON_QUEUED]()
+    return render(request, AcceptedRequest(links=links), status=202)
+
+
+@endpoint(
+    produces=AcceptedRequest.media.one,
+    consumes=VirtualMachineTask,
+    privileges=[VAPP_DEPLOY_UNDEPLOY],
+)
+async def deploy_vapp(request: web.Request) -> web.Response:
+    return await _start_all(request, TaskType.DEPLOY)
+
+
+@endpoint(
+    produces=AcceptedRequest.media.one,
+    consumes=VirtualMachineTask,
+    privileges=[VAPP_DEPLOY_UNDEPLOY],
+)
+async def undeploy_vapp(request: web.Request) -> web.Response:
+    return await _start_all(request, TaskType.UNDEPLOY)
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     one = (
         r"/cloud/virtualdatacenters/{vdc:\d+}/virtualappliances/{va:\d+}"
@@ -225,3 +294,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_put(f"{one}/state", change_state)
     router.add_get(f"{one}/tasks", list_tasks, name="virtualmachine-tasks")
     router.add_get(rf"{one}/tasks/{{task:[0-9a-f-]{{36}}}}", get_task, name="virtualmachine-task")
+    vapp = r"/cloud/virtualdatacenters/{vdc:\d+}/virtualappliances/{va:\d+}"
+    router.add_post(f"{vapp}/action/deploy", deploy_vapp)
+    router.add_post(f"{vapp}/action/undeploy", undeploy_vapp)

@@ -172,3 +172,44 @@ async def test_no_room_is_409_and_changes_nothing(
     assert response.status == 409
     assert (await json_of(response, 409))["collection"][0]["code"] == "SCHEDULER-1"
     assert await _state(api, vm) == "NOT_ALLOCATED"
+
+
+async def test_an_appliance_deployed_and_undeployed_as_a_whole(
+    api: Client, engine: AsyncEngine, seeded: Seeded, clock: FakeClock
+) -> None:
+    infra, _, vapp = await _setup(api, engine, seeded.enterprise_id)
+    await _live(engine, clock, infra.dc_id)
+    for label in ("web", "db"):
+        await json_of(
+            await _post(api, vapp, {"label": label, "links": [template_link(infra)]}), 201
+        )
+    vapp_path = api_path(link_of(vapp, "edit"))
+
+    deployed = await json_of(await api.post(f"{vapp_path}/action/deploy", headers=ADMIN), 202)
+    assert [link["rel"] for link in deployed["links"]] == ["status", "status"]
+    state = await json_of(await api.get(f"{vapp_path}/state", headers=ADMIN), 200)
+    assert state["state"] == "LOCKED"
+    # Nothing left to deploy: 409.
+    assert (await api.post(f"{vapp_path}/action/deploy", headers=ADMIN)).status == 409
+
+    sent: list[tuple[str, dc.VirtualFactoryTask]] = []
+
+    async def send(dc_uuid: str, service: str, message: Message) -> None:
+        if isinstance(message, dc.VirtualFactoryTask):
+            sent.append((dc_uuid, message))
+
+    await OutboxRelay(engine, send, clock=clock).drain()
+    assert len(sent) == 2
+    for dc_uuid, task in sent:
+        await _done(engine, dc_uuid, task)
+    state = await json_of(await api.get(f"{vapp_path}/state", headers=ADMIN), 200)
+    assert state["state"] == "DEPLOYED"
+
+    await json_of(await api.post(f"{vapp_path}/action/undeploy", headers=ADMIN), 202)
+    sent.clear()
+    await OutboxRelay(engine, send, clock=clock).drain()
+    for dc_uuid, task in sent:
+        assert [j.type for j in task.jobs] == [dc.JobType.POWER_OFF, dc.JobType.DECONFIGURE]
+        await _done(engine, dc_uuid, task)
+    state = await json_of(await api.get(f"{vapp_path}/state", headers=ADMIN), 200)
+    assert state["state"] == "NOT_DEPLOYED"
