@@ -6,8 +6,9 @@ from abiquo_central.allocation.allocator import (
     Allocation,
     NoRoom,
     allocate,
+    claim_more,
     deallocate,
     release,
 )
 
-__all__ = ["Allocation", "NoRoom", "allocate", "deallocate", "release"]
+__all__ = ["Allocation", "NoRoom", "allocate", "claim_more", "deallocate", "release"]

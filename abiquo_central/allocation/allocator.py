@@ -228,6 +228,29 @@ async def allocate(
     )
 
 
+async def claim_more(conn: AsyncConnection, machine_id: int, *, cpu: int, ram: int) -> None:
+    """Count `cpu` and `ram` more (or, negative, less) against the machine, in `conn`'s
+    transaction; NoRoom when it has not that much room left (nothing is counted then)."""
+    if cpu <= 0 and ram <= 0:
+        await conn.execute(
+            _m.update()
+            .where(_m.c.id == machine_id)
+            .values(cpu_used=_less(_m.c.cpu_used, -cpu), ram_used=_less(_m.c.ram_used, -ram))
+        )
+        return
+    claimed = await conn.execute(
+        _m.update()
+        .where(
+            _m.c.id == machine_id,
+            _m.c.cpu_used + cpu <= _m.c.cpu,
+            _m.c.ram_used + ram <= _m.c.ram,
+        )
+        .values(cpu_used=_m.c.cpu_used + cpu, ram_used=_m.c.ram_used + ram)
+    )
+    if claimed.rowcount != 1:
+        raise NoRoom(f"its machine has no room for {cpu} more CPU and {ram} MB more RAM")
+
+
 def _less(column: Any, amount: int) -> Any:
     """`column - amount`, never below 0 (a usage fixed by hand must not go negative)."""
     return case((column < amount, 0), else_=column - amount)

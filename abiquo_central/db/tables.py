@@ -464,6 +464,9 @@ task = Table(
     Column("enterprise_id", Integer, nullable=False),
     Column("type", String(16), nullable=False),
     Column("state", String(32), nullable=False, index=True),
+    # What finishing or undoing it needs that the VM no longer holds (a RECONFIGURE's
+    # values from before, put back if it fails).
+    Column("payload", JsonText, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     # When it last heard anything: a task without news for long is asked about.
     Column("updated_at", UtcDateTime, nullable=False, index=True),

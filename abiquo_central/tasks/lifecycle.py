@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from abiquo_central.allocation import allocate, deallocate, release
+from abiquo_central.allocation import allocate, claim_more, deallocate, release
 from abiquo_central.db import tables
 from abiquo_central.events import (
     Action,
@@ -64,6 +64,7 @@ ACTIONS = {
     TaskType.POWER_OFF: Action.VM_POWEROFF,
     TaskType.PAUSE: Action.VM_PAUSED,
     TaskType.RESUME: Action.VM_RESUMED,
+    TaskType.RECONFIGURE: Action.VM_RECONFIGURE,
 }
 
 
@@ -183,6 +184,102 @@ async def start_task(
     return Started(task_id=task_id, vm_id=vm_id)
 
 
+# What a reconfigure of a deployed VM may change, by column.
+RECONFIGURABLE = ("cpu", "ram", "label", "description", "password", "high_disponibility")
+
+
+async def start_reconfigure(
+    engine: AsyncEngine,
+    vm_id: int,
+    changes: dict[str, Any],
+    *,
+    actor: Actor,
+    secrets: SecretBox,
+    now: datetime,
+) -> Started:
+    """Change a deployed, powered-off VM: its new values are stored at once (the API
+    shows them) and the CPU and RAM it gains are claimed on its machine; the task's
+    payload keeps the old ones, put back if the datacenter fails the RECONFIGURE.
+    Conflict when the VM is not OFF, NoRoom when its machine has no room for more."""
+    unknown = set(changes) - set(RECONFIGURABLE)
+    if unknown:
+        raise ValueError(f"not reconfigurable: {sorted(unknown)}")
+    async with engine.begin() as conn:
+        vm = await _locked_vm(conn, vm_id)
+        current = VmState(vm.state)
+        if current not in PLANS[TaskType.RECONFIGURE].from_states:
+            raise Conflict(
+                f"the virtual machine is {current}: a deployed one is reconfigured when OFF",
+                code=WRONG_STATE,
+            )
+        before = await placed(conn, vm, secrets)
+        previous = {column: getattr(vm, column) for column in RECONFIGURABLE}
+        more_cpu = changes.get("cpu", vm.cpu) - vm.cpu
+        more_ram = changes.get("ram", vm.ram) - vm.ram
+        await claim_more(conn, vm.machine_id, cpu=more_cpu, ram=more_ram)
+        await conn.execute(
+            _vm.update()
+            .where(_vm.c.id == vm_id)
+            .values(
+                **changes,
+                state=VmState.LOCKED.value,
+                locked_state=current.value,
+                updated_at=now,
+            )
+        )
+        after = await placed(conn, await _locked_vm(conn, vm_id), secrets)
+        task_id = str(uuid.uuid4())
+        job_id = f"{task_id}.{uuid.uuid4()}"
+        await conn.execute(
+            _task.insert().values(
+                id=task_id,
+                virtual_machine_id=vm_id,
+                user_id=actor.user_id,
+                enterprise_id=vm.enterprise_id,
+                type=TaskType.RECONFIGURE.value,
+                state=TaskState.PENDING.value,
+                payload={"previous": previous},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await conn.execute(
+            _job.insert().values(
+                id=job_id,
+                task_id=task_id,
+                sequence=0,
+                type=dc.JobType.RECONFIGURE.value,
+                state=JobState.PENDING.value,
+                rollback_state=JobState.UNKNOWN.value,
+                description=f"RECONFIGURE of {vm.label}",
+                error="",
+                updated_at=now,
+            )
+        )
+        message = dc.VirtualFactoryTask(
+            task_id=task_id,
+            jobs=[
+                dc.Job(
+                    id=job_id,
+                    type=dc.JobType.RECONFIGURE,
+                    connection=after.connection,
+                    definition=after.definition,
+                    previous=before.definition,
+                )
+            ],
+        )
+        await enqueue(conn, after.dc_uuid, VIRTUAL_FACTORY, message, now=now)
+        await record_action(
+            conn,
+            actor,
+            component=Component.VIRTUAL_MACHINE,
+            action=Action.VM_RECONFIGURE,
+            target=f"/virtualmachines/{vm.uuid}",
+            message=f"Reconfiguration of virtual machine {vm.label} started (task {task_id})",
+        )
+    return Started(task_id=task_id, vm_id=vm_id)
+
+
 def _api_state(n: dc.JobNotification) -> tuple[str, JobState] | None:
     """The (column, state) a notification moves a job to."""
     match n.state:
@@ -272,6 +369,14 @@ async def _finish(conn: AsyncConnection, task: Any, state: TaskState, *, now: da
     if succeeded and plan.release_on_success:
         # Before the machine is forgotten: its datacenter is where the VM was watched.
         await unsubscribe(conn, vm, now=now)
+    if kind is TaskType.RECONFIGURE and not succeeded and task.payload:
+        # The datacenter kept the old definition: so does central, and the machine
+        # gives back what the new one claimed.
+        previous = task.payload["previous"]
+        await claim_more(
+            conn, vm.machine_id, cpu=previous["cpu"] - vm.cpu, ram=previous["ram"] - vm.ram
+        )
+        await conn.execute(_vm.update().where(_vm.c.id == vm.id).values(**previous))
     if (succeeded and plan.release_on_success) or (not succeeded and plan.release_on_failure):
         await release(conn, vm.id)
     else:

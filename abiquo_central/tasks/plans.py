@@ -91,6 +91,8 @@ PLANS: Mapping[TaskType, Plan] = MappingProxyType(
             VmState.NOT_ALLOCATED,
             release_on_success=True,
         ),
+        # API.md: a reconfigured VM is CONFIGURED (powered off, its definition new).
+        TaskType.RECONFIGURE: Plan(frozenset({VmState.OFF}), VmState.CONFIGURED),
         TaskType.POWER_ON: Plan(frozenset({VmState.OFF, VmState.CONFIGURED}), VmState.ON),
         TaskType.POWER_OFF: Plan(frozenset({VmState.ON, VmState.PAUSED}), VmState.OFF),
         TaskType.PAUSE: Plan(_ON, VmState.PAUSED),

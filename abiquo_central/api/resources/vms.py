@@ -14,10 +14,10 @@ from aiohttp import web
 from abiquo_central.api.auth import actor
 from abiquo_central.api.body import read_entity
 from abiquo_central.api.endpoint import PAGING, endpoint
-from abiquo_central.api.keys import CLOCK, ENGINE
+from abiquo_central.api.keys import CLOCK, ENGINE, ON_QUEUED, SECRETS
 from abiquo_central.api.links import Hrefs
-from abiquo_central.api.media import Media
-from abiquo_central.api.model import Entity
+from abiquo_central.api.media import Media, MediaName
+from abiquo_central.api.model import AcceptedRequest, Entity
 from abiquo_central.api.paging import parse_page
 from abiquo_central.api.params import path_id
 from abiquo_central.api.render import render, render_collection, render_page
@@ -27,8 +27,9 @@ from abiquo_central.api.resources.vdcs import scope, vdc_path
 from abiquo_central.cloud import vms as domain
 from abiquo_central.cloud.networks import Address
 from abiquo_central.cloud.states import VmState
+from abiquo_central.tasks.lifecycle import start_reconfigure
 from abiquo_central.tenants.privileges import VDC_ENUMERATE, VDC_MANAGE_VAPP
-from abiquo_runtime.errors import InvalidInput
+from abiquo_runtime.errors import Conflict, InvalidInput
 
 # Abiquo's numeric ids of the states, as idState shows them.
 _STATE_IDS = {state: i for i, state in enumerate(VmState, start=1)}
@@ -237,8 +238,16 @@ async def create_vm(request: web.Request) -> web.Response:
     privileges=[VDC_ENUMERATE, VDC_MANAGE_VAPP],
 )
 async def update_vm(request: web.Request) -> web.Response:
+    """Reconfigure: at once while NOT_ALLOCATED (200); a deployed VM, powered off,
+    through a RECONFIGURE task (202, as Abiquo answers)."""
     vdc_id, vapp_id = _ids(request)
     body = await read_entity(request, VirtualMachine)
+    app = request.config_dict
+    current = await domain.get_vm(
+        app[ENGINE], vdc_id, vapp_id, path_id(request, "vm"), scope(request)
+    )
+    if current.state is VmState.OFF:
+        return await _reconfigure_deployed(request, current, domain.validate(_spec(body)))
     vm = await domain.update_vm(
         request.config_dict[ENGINE],
         vdc_id,
@@ -250,6 +259,44 @@ async def update_vm(request: web.Request) -> web.Response:
         now=request.config_dict[CLOCK](),
     )
     return render(request, to_model(vm, Hrefs.of(request)))
+
+
+async def _reconfigure_deployed(
+    request: web.Request, vm: domain.VirtualMachine, spec: domain.VmSpec
+) -> web.Response:
+    if spec.hd_bytes is not None and spec.hd_bytes != vm.hd_bytes:
+        raise Conflict("a deployed virtual machine's disk size cannot change", code=domain.VM_STATE)
+    changes = {
+        column: value
+        for column, value in (
+            ("label", spec.label.strip() if spec.label is not None else None),
+            ("description", spec.description),
+            ("cpu", spec.cpu),
+            ("ram", spec.ram),
+            ("password", spec.password),
+            ("high_disponibility", spec.high_disponibility),
+        )
+        if value is not None
+    }
+    app = request.config_dict
+    started = await start_reconfigure(
+        app[ENGINE],
+        vm.id,
+        changes,
+        actor=actor(request),
+        secrets=app[SECRETS],
+        now=app[CLOCK](),
+    )
+    app[ON_QUEUED]()
+    vdc_id, vapp_id = _ids(request)
+    hrefs = Hrefs.of(request)
+    status = (*vm_path(vdc_id, vapp_id, vm.id), "tasks", started.task_id)
+    task_media = MediaName("task", "task")
+    return render(
+        request,
+        AcceptedRequest(links=[hrefs.link("status", *status, media=task_media)]),
+        status=202,
+    )
 
 
 @endpoint(privileges=[VDC_ENUMERATE, VDC_MANAGE_VAPP])

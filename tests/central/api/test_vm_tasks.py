@@ -21,6 +21,7 @@ from tests.central.cloud.helpers import api_path, json_of, link_of, template_lin
 from tests.central.conftest import ADMIN, T0, FakeClock, Seeded
 
 TASK_JSON = "application/vnd.abiquo.task+json"
+VM_JSON = "application/vnd.abiquo.virtualmachine+json"
 STATE_JSON = "application/vnd.abiquo.virtualmachinestate+json"
 
 
@@ -213,3 +214,76 @@ async def test_an_appliance_deployed_and_undeployed_as_a_whole(
         await _done(engine, dc_uuid, task)
     state = await json_of(await api.get(f"{vapp_path}/state", headers=ADMIN), 200)
     assert state["state"] == "NOT_DEPLOYED"
+
+
+async def test_a_deployed_vm_reconfigured_when_off(
+    api: Client, engine: AsyncEngine, seeded: Seeded, clock: FakeClock
+) -> None:
+    infra, _, vapp = await _setup(api, engine, seeded.enterprise_id)
+    await _live(engine, clock, infra.dc_id)
+    vm = await json_of(
+        await _post(api, vapp, {"label": "web", "links": [template_link(infra)]}), 201
+    )
+    vm_path = api_path(link_of(vm, "edit"))
+    await _accepted(await api.post(f"{vm_path}/action/deploy", headers=ADMIN))
+    dc_uuid, sent = await _sent(engine, clock)
+    await _done(engine, dc_uuid, sent)
+    vm = await json_of(await api.get(vm_path, headers=ADMIN), 200)
+    # ON: a deployed VM is reconfigured only when off.
+    changed = {**vm, "cpu": vm["cpu"] + 2, "ram": vm["ram"] + 512}
+    put = await api.put(vm_path, json=changed, headers={**ADMIN, "Content-Type": VM_JSON})
+    assert put.status == 409
+    off = await api.put(
+        f"{vm_path}/state", json={"state": "OFF"}, headers={**ADMIN, "Content-Type": STATE_JSON}
+    )
+    await _accepted(off)
+    dc_uuid, sent = await _sent(engine, clock)
+    await _done(engine, dc_uuid, sent)
+
+    await _accepted(
+        await api.put(vm_path, json=changed, headers={**ADMIN, "Content-Type": VM_JSON})
+    )
+    dc_uuid, sent = await _sent(engine, clock)
+    [job] = sent.jobs
+    assert job.type is dc.JobType.RECONFIGURE
+    assert job.previous is not None and job.previous.cpu == vm["cpu"]
+    assert job.definition.cpu == vm["cpu"] + 2
+    # It fails on the hypervisor: central puts the old values back.
+    await apply_notification(
+        engine,
+        dc.JobNotification(
+            dc_uuid=dc_uuid,
+            task_id=sent.task_id,
+            job_id=job.id,
+            job_type=job.type,
+            vm_uuid=vm["uuid"],
+            state=dc.JobState.FAILED,
+            error_code="HV-FAILED",
+            at=datetime.now(UTC),
+        ),
+        now=datetime.now(UTC),
+    )
+    back = await json_of(await api.get(vm_path, headers=ADMIN), 200)
+    assert (back["state"], back["cpu"], back["ram"]) == ("OFF", vm["cpu"], vm["ram"])
+
+    await _accepted(
+        await api.put(vm_path, json=changed, headers={**ADMIN, "Content-Type": VM_JSON})
+    )
+    dc_uuid, sent = await _sent(engine, clock)
+    await _done(engine, dc_uuid, sent)
+    done = await json_of(await api.get(vm_path, headers=ADMIN), 200)
+    assert (done["state"], done["cpu"], done["ram"]) == (
+        "CONFIGURED",
+        vm["cpu"] + 2,
+        vm["ram"] + 512,
+    )
+    machine = tables.machine
+    async with engine.connect() as conn:
+        used = (
+            await conn.execute(
+                select(machine.c.cpu_used, machine.c.ram_used).where(
+                    machine.c.datacenter_id == infra.dc_id
+                )
+            )
+        ).one()
+    assert tuple(used) == (vm["cpu"] + 2, vm["ram"] + 512)
