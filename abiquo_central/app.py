@@ -5,7 +5,8 @@ its cleanup contexts, opened in this order and closed in the reverse one:
 
 1. the database engine (its pool; closed last, after everything that uses it);
 2. the link to the datacenters: connected, queues declared, reply queue consumed;
-3. the outbox relay, which sends the messages tasks queued in the database;
+3. the outbox relay, which sends the messages tasks queued in the database, and the
+   watch that asks about tasks without news;
 4. the link's consumers of heartbeats, notifications and events.
 
 Shutdown, in stages with a timeout each: stop accepting (the HTTP listener, the link's
@@ -29,6 +30,7 @@ from abiquo_central.link import CentralLink
 from abiquo_central.notifications import message_handler
 from abiquo_central.settings import CentralSettings
 from abiquo_central.tasks.outbox import OutboxRelay
+from abiquo_central.tasks.reconcile import TaskWatch
 from abiquo_dc.protocol.messages import Message
 from abiquo_runtime.httpserver import HttpServer
 from abiquo_runtime.messaging.transport import Transport
@@ -113,6 +115,15 @@ class Central:
         # Before the link closes: a send in flight finishes or is cancelled, and what
         # it did not mark sent goes at the next start.
         self.tasks.spawn(self.outbox.run(), name="outbox relay", forever=True)
+        watch = TaskWatch(
+            self.engine,
+            self.secrets,
+            clock=self.clock,
+            stale_after=self.settings.tasks.stale_after,
+            interval=self.settings.tasks.check_interval,
+            on_queued=self.outbox.wake,
+        )
+        self.tasks.spawn(watch.run(), name="stale tasks", forever=True)
         yield
         await self.tasks.close()
 

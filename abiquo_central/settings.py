@@ -43,6 +43,13 @@ class SecretsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     key_file: str = "/var/lib/abiquo-central/secrets.key"
 
 
+class TasksSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # A task that heard nothing from its datacenter for this long is asked about (a
+    # REFRESH of its VM) and settled by what is seen; looked for every check_interval.
+    stale_after: float = 300.0
+    check_interval: float = 30.0
+
+
 class CentralSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -52,3 +59,4 @@ class CentralSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     datacenters: DatacentersSettings = msgspec.field(default_factory=DatacentersSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)
+    tasks: TasksSettings = msgspec.field(default_factory=TasksSettings)

@@ -354,10 +354,24 @@ async def apply_notification(engine: AsyncEngine, n: dc.JobNotification, *, now:
             _task.update().where(_task.c.id == n.task_id).values(state=state.value, updated_at=now)
         )
         if state in FINISHED:
-            await _finish(conn, task, state, now=now)
+            if TaskType(task.type) is TaskType.REFRESH:
+                await _refreshed(conn, task, n, state, now=now)
+            else:
+                await finish(conn, task, state, now=now)
 
 
-async def _finish(conn: AsyncConnection, task: Any, state: TaskState, *, now: datetime) -> None:
+async def _refreshed(
+    conn: AsyncConnection, task: Any, n: dc.JobNotification, state: TaskState, *, now: datetime
+) -> None:
+    """A REFRESH is over: what it saw settles the task it asked about."""
+    from abiquo_central.tasks.reconcile import settle
+
+    if state is TaskState.FINISHED_SUCCESSFULLY and n.observed is not None and task.payload:
+        await settle(conn, task.payload["for"], n.observed, now=now)
+
+
+async def finish(conn: AsyncConnection, task: Any, state: TaskState, *, now: datetime) -> None:
+    """What the end of `task` does to its VM (and the event that says so)."""
     kind = TaskType(task.type)
     plan = PLANS.get(kind)
     vm = await _locked_vm(conn, task.virtual_machine_id)

@@ -4,7 +4,9 @@
 - PUT .../virtualmachines/{vm}/state with virtualmachinestate {state: ON|OFF|PAUSED};
 - GET .../virtualmachines/{vm}/tasks[/{taskId}];
 - POST .../virtualappliances/{va}/action/deploy and .../action/undeploy: one task per VM
-  of the appliance that can take it (the others are left as they are).
+  of the appliance that can take it (the others are left as they are);
+- POST .../virtualmachines/{vm}/action/recover?outcome=done|failed: an administrator's
+  verdict on a task that never finished (the VM is LOCKED no more).
 
 Each action answers 202 with an acceptedrequest whose `status` link is the task. What
 the task does to the VM, and when, is abiquo_central.tasks.lifecycle's: the VM is LOCKED
@@ -22,7 +24,7 @@ from sqlalchemy import select
 
 from abiquo_central.api.auth import actor
 from abiquo_central.api.body import read_entity
-from abiquo_central.api.endpoint import PAGING, endpoint
+from abiquo_central.api.endpoint import PAGING, QueryParam, endpoint
 from abiquo_central.api.keys import CLOCK, ENGINE, ON_QUEUED, SECRETS, SETTINGS
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media
@@ -38,7 +40,9 @@ from abiquo_central.db import tables
 from abiquo_central.tasks import queries
 from abiquo_central.tasks.lifecycle import start_task
 from abiquo_central.tasks.plans import PLANS, TaskType
+from abiquo_central.tasks.reconcile import settle_by_hand
 from abiquo_central.tenants.privileges import (
+    ENTERPRISE_ADMINISTER_ALL,
     VAPP_DEPLOY_UNDEPLOY,
     VAPP_PERFORM_ACTIONS,
     VDC_ENUMERATE,
@@ -218,6 +222,32 @@ async def get_task(request: web.Request) -> web.Response:
     return render(request, task_model(task, vm.uuid, here, Hrefs.of(request)))
 
 
+RECOVER_QUERY = (
+    QueryParam("outcome", str, "done or failed: how the VM's unfinished task ended", True),
+)
+
+
+@endpoint(
+    produces=Task.media.one,
+    privileges=[VAPP_PERFORM_ACTIONS, ENTERPRISE_ADMINISTER_ALL],
+    query=RECOVER_QUERY,
+)
+async def recover(request: web.Request) -> web.Response:
+    app = request.config_dict
+    outcome = request.query.get("outcome", "").strip().lower()
+    if outcome not in ("done", "failed"):
+        raise InvalidInput("'outcome' must be done or failed")
+    vdc_id, vapp_id, vm_id = _where(request)
+    vm = await vms.get_vm(app[ENGINE], vdc_id, vapp_id, vm_id, scope(request))
+    task_id = await settle_by_hand(
+        app[ENGINE], vm.id, succeeded=outcome == "done", now=app[CLOCK]()
+    )
+    app[ON_QUEUED]()
+    task = await queries.get_task(app[ENGINE], vm.id, task_id)
+    here = vm_path(vdc_id, vapp_id, vm.id)
+    return render(request, task_model(task, vm.uuid, here, Hrefs.of(request)))
+
+
 async def _start_all(request: web.Request, kind: TaskType) -> web.Response:
     app = request.config_dict
     vdc_id, vapp_id = path_id(request, "vdc"), path_id(request, "va")
@@ -291,6 +321,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post(f"{one}/action/deploy", deploy)
     router.add_post(f"{one}/action/undeploy", undeploy)
     router.add_post(f"{one}/action/reset", reset)
+    router.add_post(f"{one}/action/recover", recover)
     router.add_put(f"{one}/state", change_state)
     router.add_get(f"{one}/tasks", list_tasks, name="virtualmachine-tasks")
     router.add_get(rf"{one}/tasks/{{task:[0-9a-f-]{{36}}}}", get_task, name="virtualmachine-task")
