@@ -71,6 +71,8 @@ class Central:
             link=self.link,
             secrets=self.secrets,
             request_timeout=settings.datacenters.request_timeout,
+            liveness_timeout=settings.datacenters.liveness_timeout,
+            clock=self.clock,
         )
         # Sends what tasks queued in the outbox table, after their commit.
         self.outbox = OutboxRelay(self.engine, self.link.send, clock=self.clock)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.api.keys import utc_now
-from abiquo_central.infrastructure.datacenters import record_heartbeat
+from abiquo_central.infrastructure.datacenters import Liveness, get_liveness, record_heartbeat
 from abiquo_central.infrastructure.discovery import DatacenterCalls
 from abiquo_central.infrastructure.monitoring import restore_monitoring
 from abiquo_central.link import DatacenterRequests, OnMessage
 from abiquo_central.tasks.lifecycle import apply_notification
-from abiquo_central.tasks.observations import apply_vm_event
+from abiquo_central.tasks.observations import apply_vm_event, resubscribe_all
 from abiquo_central.templates.reports import record_conversion_state, record_template_status
 from abiquo_dc.protocol.jobs import JobNotification
 from abiquo_dc.protocol.messages import Heartbeat, Message, SubsystemStateChanged
@@ -23,12 +23,21 @@ from abiquo_dc.protocol.templates import ConversionStateChanged, TemplateStatusC
 from abiquo_runtime.secrets import SecretBox
 
 
+def _came_back(before: Liveness, beat: Heartbeat, liveness_timeout: float) -> bool:
+    """Whether this heartbeat ends an absence: another run of the DC process, or the
+    first one heard after longer than the liveness timeout."""
+    if beat.started_at != before.started_at:
+        return beat.started_at > before.started_at
+    return beat.sent_at - before.last_seen > timedelta(seconds=liveness_timeout)
+
+
 def message_handler(
     *,
     engine: AsyncEngine,
     link: DatacenterRequests,
     secrets: SecretBox,
     request_timeout: float,
+    liveness_timeout: float = 15.0,
     clock: Callable[[], datetime] = utc_now,
 ) -> OnMessage:
     """What to do with each message; `link` is for what a message asks central to send
@@ -39,6 +48,7 @@ def message_handler(
     async def handle(message: Message) -> None:
         match message:
             case Heartbeat():
+                before = await get_liveness(engine, message.dc_uuid)
                 await record_heartbeat(
                     engine,
                     dc_uuid=message.dc_uuid,
@@ -49,6 +59,9 @@ def message_handler(
                     http_url=message.http_url,
                     services={k: v.value for k, v in message.services.items()},
                 )
+                if before is not None and _came_back(before, message, liveness_timeout):
+                    count = await resubscribe_all(engine, message.dc_uuid, now=clock())
+                    log.info("datacenter back: its VMs reconciled", dc=message.dc_uuid, vms=count)
             case SubsystemStateChanged():
                 log.info(
                     "datacenter service state",

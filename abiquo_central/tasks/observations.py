@@ -138,7 +138,13 @@ async def apply_vm_event(engine: AsyncEngine, event: VmStateChanged, *, now: dat
         if vm is None or VmState(vm.state) not in DEPLOYED:
             return
         if event.observed_at < vm.updated_at:
-            _log.info("stale VM event ignored", vm=event.vm_uuid, kind=event.event.value)
+            _log.info(
+                "stale VM event ignored",
+                vm=event.vm_uuid,
+                kind=event.event.value,
+                observed_at=event.observed_at.isoformat(),
+                changed_at=vm.updated_at.isoformat(),
+            )
             return
         if event.event is VmEventKind.DESTROYED:
             await unsubscribe(conn, vm, now=now)
@@ -195,3 +201,20 @@ async def subscriptions_of(engine: AsyncEngine, dc_uuid: str) -> list[Subscripti
         for r in rows
         if VmState(r.state) in DEPLOYED or r.locked_state in DEPLOYED
     ]
+
+
+# VMs per Subscribe message.
+SUBSCRIPTIONS_AT_ONCE = 500
+
+
+async def resubscribe_all(engine: AsyncEngine, dc_uuid: str, *, now: datetime) -> int:
+    """Subscribe every deployed VM of the datacenter again, each with the state central
+    believes it in: its VSM reports those it finds otherwise. What a datacenter that was
+    away (or restarted) gets, so that what changed meanwhile is known; through the
+    outbox, so that it is sent whatever happens to this process. How many VMs."""
+    subscriptions = await subscriptions_of(engine, dc_uuid)
+    async with engine.begin() as conn:
+        for start in range(0, len(subscriptions), SUBSCRIPTIONS_AT_ONCE):
+            chunk = subscriptions[start : start + SUBSCRIPTIONS_AT_ONCE]
+            await enqueue(conn, dc_uuid, RPC, Subscribe(subscriptions=chunk), now=now)
+    return len(subscriptions)

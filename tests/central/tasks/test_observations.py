@@ -8,11 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.db import tables
+from abiquo_central.infrastructure.datacenters import get_liveness
+from abiquo_central.link import NoLink
+from abiquo_central.notifications import message_handler
 from abiquo_central.tasks.observations import apply_vm_event, subscriptions_of
 from abiquo_central.tasks.outbox import OutboxRelay
 from abiquo_central.tasks.plans import TaskType
 from abiquo_dc.protocol import jobs as dc
-from abiquo_dc.protocol.messages import Message
+from abiquo_dc.protocol.messages import Heartbeat, Message
 from abiquo_dc.protocol.monitoring import Subscribe, Unsubscribe, VmEventKind, VmStateChanged
 from abiquo_runtime.secrets import SecretBox
 from tests.central.allocation.test_allocator import Cloud, cloud, machine, usage, vm
@@ -132,3 +135,33 @@ async def test_undeploy_unsubscribes(
     [(_, service, message)] = await _drain(engine, clock)
     assert service == "rpc" and isinstance(message, Unsubscribe)
     assert await subscriptions_of(engine, dc_uuid) == []
+
+
+async def test_a_datacenter_back_from_an_absence_gets_its_vms_again(
+    engine: AsyncEngine, cloud: Cloud, clock: FakeClock, secrets: SecretBox
+) -> None:
+    _, vm_uuid, dc_uuid = await _deployed(engine, cloud, clock, secrets)
+    await _drain(engine, clock)
+    handle = message_handler(
+        engine=engine, link=NoLink(), secrets=secrets, request_timeout=5.0, liveness_timeout=15.0
+    )
+    before = await get_liveness(engine, dc_uuid)
+    assert before is not None
+
+    def beat(sequence: int, seconds_later: float) -> Heartbeat:
+        return Heartbeat(
+            dc_uuid=dc_uuid,
+            name="dc",
+            sequence=sequence,
+            started_at=before.started_at,
+            sent_at=before.last_seen + timedelta(seconds=seconds_later),
+            http_url="http://dc",
+            services={},
+        )
+
+    await handle(beat(before.sequence + 1, 5))  # on time: nothing to reconcile
+    assert await _drain(engine, clock) == []
+    await handle(beat(before.sequence + 2, 60))  # after an absence
+    [(to, service, message)] = await _drain(engine, clock)
+    assert (to, service) == (dc_uuid, "rpc") and isinstance(message, Subscribe)
+    assert [(s.vm_uuid, s.state) for s in message.subscriptions] == [(vm_uuid, dc.ObservedState.ON)]
