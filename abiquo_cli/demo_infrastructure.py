@@ -1,7 +1,9 @@
 """The all-in-one's infrastructure, registered as an administrator would over the API.
 
-Its datacenter with the six remote services at the DC's own URLs, a rack, and the demo
-KVM host discovered through the DC and added as a machine with its datastores enabled.
+Its datacenter with the six remote services at the DC's own URLs, a rack, the demo KVM
+host discovered through the DC and added as a machine with its datastores enabled, and
+the administrator's enterprise allowed in the datacenter (so that a VDC can be made
+there, from the demo template, at once).
 Every step looks first and does nothing when it is there already, so each start of the
 same state directory finds what the last one made.
 """
@@ -58,6 +60,25 @@ async def _rack(central: Central, dc_id: int, actor: Actor) -> int:
     return made.id
 
 
+async def _may_use(central: Central, enterprise_id: int, dc_id: int) -> None:
+    """The administrator's enterprise may use the datacenter (limits there, all
+    unlimited): its VDCs, and the demo template's, are there."""
+    lim = tables.enterprise_limit
+    async with central.engine.connect() as conn:
+        found = (
+            await conn.execute(
+                select(lim.c.id).where(
+                    lim.c.enterprise_id == enterprise_id, lim.c.datacenter_id == dc_id
+                )
+            )
+        ).first()
+    if found is None:
+        async with central.engine.begin() as conn:
+            await conn.execute(
+                lim.insert().values(enterprise_id=enterprise_id, datacenter_id=dc_id)
+            )
+
+
 async def _machine_at(central: Central, dc_id: int, address: str) -> Any:
     """The machine at `address` (its id, rack and port), or None."""
     m = tables.machine
@@ -102,6 +123,7 @@ async def register_demo_infrastructure(
                 engine, session, dc_id, kind, f"{dc_url}/{path}", link=central.link, actor=actor
             )
     rack_id = await _rack(central, dc_id, actor)
+    await _may_use(central, actor.enterprise_id, dc_id)
 
     calls = DatacenterCalls(link=central.link, request_timeout=settings.request_timeout)
     existing = await _machine_at(central, dc_id, host_address)

@@ -168,6 +168,32 @@ def test_all_in_one_serves_and_stops_cleanly(state_dir: Path) -> None:
         assert (machine["type"], machine["port"], machine["state"]) == ("KVM", aim_port, "MANAGED")
         assert machine["available"]
         assert all(ds["enabled"] for ds in machine["datastores"]["collection"])
+
+        # The administrator's enterprise may use the datacenter, and the demo template
+        # is in its repository there, as the Appliance Manager reported it.
+        _, _, body = aio.get(
+            "/api/cloud/locations",
+            auth=("admin", "s3cret-pass"),
+            accept="application/vnd.abiquo.datacenters+json",
+        )
+        assert [loc["id"] for loc in json.loads(body)["collection"]] == [dc["id"]]
+        templates = (
+            f"/api/admin/enterprises/1/datacenterrepositories/{dc['id']}/virtualmachinetemplates"
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            _, _, body = aio.get(
+                templates,
+                auth=("admin", "s3cret-pass"),
+                accept="application/vnd.abiquo.virtualmachinetemplates+json",
+            )
+            found = json.loads(body)["collection"]
+            if found:
+                break
+            assert time.monotonic() < deadline, "the demo template did not appear"
+            time.sleep(0.2)
+        [demo] = found
+        assert (demo["name"], demo["state"]) == ("Demo (tiny)", "DOWNLOAD")
     finally:
         code, took, lines = aio.stop()
     assert code == 0
