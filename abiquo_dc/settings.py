@@ -55,7 +55,8 @@ class KvmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The domain type written in the XML: "kvm" on real hosts; "qemu" where there is no
     # KVM (software emulation), "test" for libvirt's test driver. Empty: the type's own.
     domain_type: str = ""
-    # The hosts' NIC that carries the VLANs, and how their bridges are named.
+    # The hosts' NIC that carries the VLANs when a VM's NIC names none (central names
+    # its machine's virtualSwitch), and how their bridges are named.
     vlan_interface: str = "eth0"
     bridge_prefix: str = "abiquo_"
     # Domain operations over libvirt at this URI, "{address}" replaced by the host's

@@ -51,6 +51,7 @@ async def placed(conn: AsyncConnection, vm: Any, secrets: SecretBox) -> Placed:
                 m.c.port,
                 m.c.user,
                 m.c.password_secret,
+                m.c.virtual_switch,
                 ds.c.root_path,
                 ds.c.directory,
                 dc.c.uuid,
@@ -90,7 +91,16 @@ async def placed(conn: AsyncConnection, vm: Any, secrets: SecretBox) -> Placed:
                 size_bytes=vm.hd_bytes or where.hd_required,
             )
         ],
-        nics=[Nic(mac=n.mac, ip=n.ip, vlan_tag=n.tag, network_name=n.name) for n in nics],
+        nics=[
+            Nic(
+                mac=n.mac,
+                ip=n.ip,
+                vlan_tag=n.tag,
+                network_name=n.name,
+                virtual_switch=where.virtual_switch or "",
+            )
+            for n in nics
+        ],
         display=RemoteDisplay(port=vm.vdrp_port, password=vm.password),
     )
     connection = HypervisorConnection(

@@ -9,7 +9,9 @@ PAUSED → PAUSED, RESUMED → ON, UNKNOWN → UNKNOWN (its host does not answer
 the machine it is on now (its CPU and RAM counted there), DESTROYED (gone from every
 host, out of band) → NOT_ALLOCATED with its resources freed. An event seen before
 central's last change of the VM is stale and changes nothing; a VM a task holds (LOCKED)
-is the task's to settle, and one that is not deployed has nothing to move.
+is the task's to settle, and one that is not deployed has nothing to move. An event
+applied marks the VM with the time it was seen (its updated_at), so that events are
+ordered by when the datacenter saw them, not by when central applied them.
 """
 
 from __future__ import annotations
@@ -153,8 +155,13 @@ async def apply_vm_event(engine: AsyncEngine, event: VmStateChanged, *, now: dat
             if event.event is VmEventKind.MOVED:
                 await _move(conn, vm, event.dc_uuid, event.host)
             state = _STATES.get(event.event) or _OBSERVED.get(event.state, VmState.UNKNOWN)
+            # Marked with when it was seen, not when central got to it: an event seen as
+            # early (a domain stopped, then undefined: POWER_OFF and DESTROYED at once)
+            # and applied later is no older than this one.
             await conn.execute(
-                _vm.update().where(_vm.c.id == vm.id).values(state=state.value, updated_at=now)
+                _vm.update()
+                .where(_vm.c.id == vm.id)
+                .values(state=state.value, updated_at=event.observed_at)
             )
         ent = tables.enterprise
         name = (

@@ -286,8 +286,14 @@ class KvmDriver(Driver):
 
     async def _create_vlans(self, definition: VirtualMachineDefinition) -> None:
         # Idempotent on the AIM; never removed on a rollback: other VMs may share them.
-        for tag in sorted({nic.vlan_tag for nic in definition.nics if nic.vlan_tag}):
-            await self._call("createVLAN", tag, self.vlan_interface, self._bridge(tag))
+        # On the interface the machine names for its VLANs, else the configured one.
+        wanted = {
+            (nic.vlan_tag, nic.virtual_switch or self.vlan_interface)
+            for nic in definition.nics
+            if nic.vlan_tag
+        }
+        for tag, interface in sorted(wanted):
+            await self._call("createVLAN", tag, interface, self._bridge(tag))
 
     async def configure(self, definition: VirtualMachineDefinition) -> None:
         xml = self._xml(definition)  # an invalid definition fails before any copy

@@ -85,6 +85,9 @@ class Nic(msgspec.Struct, frozen=True, kw_only=True):
     network_name: str = ""
     # The Linux bridge (KVM, Xen) or the port group (ESXi) the NIC is plugged into.
     bridge: str = ""
+    # The host's interface (KVM, Xen) or virtual switch (ESXi) that carries the VLAN's
+    # tagged traffic: the machine's virtualSwitch. Empty: the driver's default.
+    virtual_switch: str = ""
 
 
 class RemoteDisplay(msgspec.Struct, frozen=True, kw_only=True):

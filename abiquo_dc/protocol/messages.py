@@ -33,7 +33,9 @@ from abiquo_dc.protocol.monitoring import (
 )
 from abiquo_dc.protocol.templates import (
     CancelConversion,
+    ConversionStateChanged,
     ConvertTemplateDisk,
+    TemplateStatusChanged,
 )
 
 
@@ -194,7 +196,13 @@ Inbound = (
     | CancelConversion
 )
 Outbound = (
-    Heartbeat | SubsystemStateChanged | JobNotification | VmStateChanged | MonitoringStateLost
+    Heartbeat
+    | SubsystemStateChanged
+    | JobNotification
+    | VmStateChanged
+    | MonitoringStateLost
+    | TemplateStatusChanged
+    | ConversionStateChanged
 )
 Reply = (
     ServicesStatus

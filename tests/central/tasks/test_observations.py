@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -165,3 +166,21 @@ async def test_a_datacenter_back_from_an_absence_gets_its_vms_again(
     [(to, service, message)] = await _drain(engine, clock)
     assert (to, service) == (dc_uuid, "rpc") and isinstance(message, Subscribe)
     assert [(s.vm_uuid, s.state) for s in message.subscriptions] == [(vm_uuid, dc.ObservedState.ON)]
+
+
+async def test_events_seen_together_are_all_applied_whenever_they_arrive(
+    engine: AsyncEngine, cloud: Cloud, clock: FakeClock, secrets: SecretBox
+) -> None:
+    # A domain destroyed on its host: stopped, then undefined, both seen in the same
+    # instant; the VSM sends the DESTROYED later (after its move window). The POWER_OFF
+    # applied meanwhile does not make the DESTROYED look older than central's last change.
+    one, vm_uuid, dc_uuid = await _deployed(engine, cloud, clock, secrets)
+    await _drain(engine, clock)
+    off = _event(dc_uuid, vm_uuid, VmEventKind.POWER_OFF, dc.ObservedState.OFF, clock)
+    gone = msgspec.structs.replace(
+        off, event=VmEventKind.DESTROYED, state=dc.ObservedState.ABSENT, sequence=2
+    )
+    await apply_vm_event(engine, off, now=off.observed_at + timedelta(seconds=1))
+    assert (await _vm_row(engine, one))[0] == "OFF"
+    await apply_vm_event(engine, gone, now=off.observed_at + timedelta(seconds=3))
+    assert await _vm_row(engine, one) == ("NOT_ALLOCATED", None, None)

@@ -239,6 +239,26 @@ async def test_a_vlan_failure_leaves_nothing(aim_host: KvmHost) -> None:
         await drv.close()
 
 
+async def test_a_vlan_is_made_on_the_nics_virtual_switch(tmp_path: Path) -> None:
+    # The machine's own interface for VLANs when the NIC names one, else the driver's.
+    async with running_kvm_host(tmp_path / "vlans", recorded_vlans=True) as host:
+        assert host.vlans is not None
+        drv = host.driver(vlan_interface="eth9")
+        await drv.connect()
+        try:
+            vm = host.definition(
+                nics=[
+                    Nic(mac="52:54:00:aa:bb:01", vlan_tag=42, virtual_switch="bond0"),
+                    Nic(mac="52:54:00:aa:bb:02", vlan_tag=43),
+                ]
+            )
+            await drv.configure(vm)
+            assert host.vlans.current == {(42, "bond0", "abiquo_42"), (43, "eth9", "abiquo_43")}
+            await drv.deconfigure(vm)
+        finally:
+            await drv.close()
+
+
 async def test_events(driver: KvmDriver, aim_host: KvmHost) -> None:
     vm = aim_host.definition()
     stream = driver.events()
