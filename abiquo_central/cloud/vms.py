@@ -118,6 +118,9 @@ class VirtualMachine:
     hd_bytes: int
     state: VmState
     machine_id: int | None
+    # Where its machine is (its rack, in its datacenter), when it has one.
+    machine_rack_id: int | None
+    machine_datacenter_id: int | None
     vdrp_ip: str
     vdrp_port: int
     password: str
@@ -144,11 +147,18 @@ def validate(spec: VmSpec) -> VmSpec:
 
 
 def _select() -> Any:
-    return select(
-        _vm,
-        _tpl.c.enterprise_id.label("template_enterprise_id"),
-        _tpl.c.datacenter_id.label("template_datacenter_id"),
-    ).join(_tpl, _tpl.c.id == _vm.c.template_id)
+    m = tables.machine
+    return (
+        select(
+            _vm,
+            _tpl.c.enterprise_id.label("template_enterprise_id"),
+            _tpl.c.datacenter_id.label("template_datacenter_id"),
+            m.c.rack_id.label("machine_rack_id"),
+            m.c.datacenter_id.label("machine_datacenter_id"),
+        )
+        .join(_tpl, _tpl.c.id == _vm.c.template_id)
+        .outerjoin(m, m.c.id == _vm.c.machine_id)
+    )
 
 
 def _state(raw: str) -> VmState:
@@ -176,6 +186,8 @@ def _vm_of(row: Row[Any]) -> VirtualMachine:
         hd_bytes=int(row.hd_bytes),
         state=_state(row.state),
         machine_id=row.machine_id,
+        machine_rack_id=row.machine_rack_id,
+        machine_datacenter_id=row.machine_datacenter_id,
         vdrp_ip=row.vdrp_ip,
         vdrp_port=row.vdrp_port,
         password=row.password,

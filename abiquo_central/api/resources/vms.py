@@ -17,7 +17,7 @@ from abiquo_central.api.endpoint import PAGING, endpoint
 from abiquo_central.api.keys import CLOCK, ENGINE, ON_QUEUED, SECRETS
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media, MediaName
-from abiquo_central.api.model import AcceptedRequest, Entity
+from abiquo_central.api.model import AcceptedRequest, Entity, Link
 from abiquo_central.api.paging import parse_page
 from abiquo_central.api.params import path_id
 from abiquo_central.api.render import render, render_collection, render_page
@@ -115,9 +115,27 @@ def to_model(vm: domain.VirtualMachine, hrefs: Hrefs) -> VirtualMachine:
             hrefs.link("state", *here, "state", media=VirtualMachineState.media.one),
             hrefs.link("tasks", *here, "tasks"),
             hrefs.link("nics", *here, "network", "nics", media=Nic.media.many),
-            hrefs.link("instance", *here, "action", "instance"),
+            *_machine_link(vm, hrefs),
         ],
     )
+
+
+def _machine_link(vm: domain.VirtualMachine, hrefs: Hrefs) -> list[Link]:
+    """Once deployed: the machine it runs on."""
+    if vm.machine_id is None or vm.machine_rack_id is None:
+        return []
+    return [
+        hrefs.link(
+            "machine",
+            "admin",
+            "datacenters",
+            vm.machine_datacenter_id or 0,
+            "racks",
+            vm.machine_rack_id,
+            "machines",
+            vm.machine_id,
+        )
+    ]
 
 
 def nic_to_model(found: Address, hrefs: Hrefs) -> Nic:

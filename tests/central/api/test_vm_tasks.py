@@ -127,6 +127,12 @@ async def test_a_vm_deployed_switched_off_on_and_undeployed(
     assert await _state(api, vm) == "ON"
     task = await json_of(await api.get(api_path(status), headers=ADMIN), 200)
     assert task["state"] == "FINISHED_SUCCESSFULLY"
+    # Deployed: it links to the machine it runs on.
+    running = await json_of(await api.get(vm_path, headers=ADMIN), 200)
+    machine = await json_of(
+        await api.get(api_path(link_of(running, "machine")), headers=ADMIN), 200
+    )
+    assert machine["cpuUsed"] == running["cpu"]
 
     off = await api.put(
         f"{vm_path}/state", json={"state": "OFF"}, headers={**ADMIN, "Content-Type": STATE_JSON}
