@@ -35,7 +35,13 @@ from abiquo_runtime.messaging.memory import MemoryBroker
 from abiquo_runtime.settings import HttpSettings, LogSettings, ShutdownSettings
 from abiquo_runtime.shutdown import Stage
 from aim.server import AimServer
-from aim.settings import AimSettings, LibvirtSettings, ListenSettings, RepositorySettings
+from aim.settings import (
+    AimSettings,
+    LibvirtSettings,
+    ListenSettings,
+    NetworkSettings,
+    RepositorySettings,
+)
 
 DEMO_HOST = Path(__file__).with_name("demo-host.xml")
 # The demo template, in enterprise 1's repository: an empty 64 MiB qcow2 disk, enough
@@ -86,6 +92,8 @@ class AllInOne:
                 libvirt=LibvirtSettings(uri=f"test://{DEMO_HOST}"),
                 repository=RepositorySettings(path=str(self.repository)),
                 datastores=[str(self.datastore)],
+                # The demo host's domains are libvirt's test driver's: its VLANs too.
+                network=NetworkSettings(simulated_vlans=True),
                 shutdown=settings.shutdown,
                 log=settings.log,
             )

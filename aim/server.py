@@ -30,7 +30,7 @@ from aim.metrics import MetricsGroup
 from aim.pools import PoolGroup
 from aim.rimp import RimpGroup
 from aim.settings import AimSettings, ListenSettings
-from aim.vlan import VlanGroup
+from aim.vlan import SimulatedVlanGroup, VlanGroup
 
 
 def server_ssl_context(listen: ListenSettings) -> ssl.SSLContext | None:
@@ -130,7 +130,9 @@ class AimServer(ThriftServer):
                 AgentGroup(contract=contract, settings=settings),
                 RimpGroup(contract=contract, settings=settings),
                 IscsiGroup(contract=contract, settings=settings),
-                VlanGroup(contract=contract, settings=settings),
+                (SimulatedVlanGroup if settings.network.simulated_vlans else VlanGroup)(
+                    contract=contract, settings=settings
+                ),
                 host,
                 DomainGroup(contract=contract, host=host),
                 PoolGroup(contract=contract, host=host),

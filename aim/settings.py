@@ -51,6 +51,9 @@ class RepositorySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
 class NetworkSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Bridges the AIM creates and deletes are named with this prefix; it touches no other.
     bridge_prefix: str = "abiquo_"
+    # For a host whose domains are not real (libvirt's test driver: the all-in-one's
+    # demo host): VLAN requests are checked and remembered, and no interface is touched.
+    simulated_vlans: bool = False
 
 
 class IscsiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

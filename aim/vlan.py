@@ -231,3 +231,28 @@ def _kind(link: dict[str, Any]) -> str | None:
 def _is_vlan(link: dict[str, Any], parent: str, tag: int) -> bool:
     data = link.get("linkinfo", {}).get("info_data", {})
     return _kind(link) == "vlan" and link.get("link") == parent and data.get("id") == tag
+
+
+class SimulatedVlanGroup(VlanGroup):
+    """The VLAN methods of a host whose domains are not real (`[network]
+    simulated_vlans`): each request is checked as VlanGroup checks it and remembered as
+    (tag, parent interface, bridge); no interface of the machine is touched, which is
+    what a demo host on a laptop or a test on a kernel without 8021q needs."""
+
+    def __init__(self, *, contract: ModuleType, settings: AimSettings) -> None:
+        super().__init__(contract=contract, settings=settings)
+        # What exists now, and every creation asked for, in order.
+        self.current: set[tuple[int, str, str]] = set()
+        self.created: list[tuple[int, str, str]] = []
+
+    async def createVLAN(self, vlanTag: int, vlanInterface: str, bridgeInterface: str) -> None:
+        self._validate(vlanTag, vlanInterface, bridgeInterface)
+        self.current.add((vlanTag, vlanInterface, bridgeInterface))
+        self.created.append((vlanTag, vlanInterface, bridgeInterface))
+
+    async def deleteVLAN(self, vlanTag: int, vlanInterface: str, bridgeInterface: str) -> None:
+        self._validate(vlanTag, vlanInterface, bridgeInterface)
+        self.current.discard((vlanTag, vlanInterface, bridgeInterface))
+
+    async def checkVLANConfiguration(self) -> None:
+        pass

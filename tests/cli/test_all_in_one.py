@@ -47,6 +47,21 @@ class Running:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers, response.read().decode()
 
+    def send(self, method: str, path: str, body: Any, *, auth: tuple[str, str], media: str) -> Any:
+        """`body` as JSON of the vendor type `media`; the answer's status and JSON."""
+        url = path if path.startswith("http") else f"http://127.0.0.1:{self.port}{path}"
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode() if body is not None else None, method=method
+        )
+        token = b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        kind = f"application/vnd.abiquo.{media}+json"
+        request.add_header("Accept", kind)
+        if body is not None:
+            request.add_header("Content-Type", kind)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+
     def stop(self) -> tuple[int, float, list[dict[str, Any]]]:
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
@@ -194,6 +209,50 @@ def test_all_in_one_serves_and_stops_cleanly(state_dir: Path) -> None:
             time.sleep(0.2)
         [demo] = found
         assert (demo["name"], demo["state"]) == ("Demo (tiny)", "DOWNLOAD")
+
+        # And with nothing else set up, a VM made from it deploys.
+        admin = ("admin", "s3cret-pass")
+        _, vdc = aio.send(
+            "POST",
+            "/api/cloud/virtualdatacenters",
+            {
+                "name": "demo",
+                "hypervisorType": "KVM",
+                "links": [
+                    {"rel": "location", "href": dc["links"][0]["href"]},
+                    {
+                        "rel": "enterprise",
+                        "href": f"http://127.0.0.1:{aio.port}/api/admin/enterprises/1",
+                    },
+                ],
+            },
+            auth=admin,
+            media="virtualdatacenter",
+        )
+        vapps = next(link["href"] for link in vdc["links"] if link["rel"] == "virtualappliances")
+        _, vapp = aio.send("POST", vapps, {"name": "demo"}, auth=admin, media="virtualappliance")
+        vms = next(link["href"] for link in vapp["links"] if link["rel"] == "virtualmachines")
+        template = next(link["href"] for link in demo["links"] if link["rel"] == "edit")
+        _, vm = aio.send(
+            "POST",
+            vms,
+            {"label": "first", "links": [{"rel": "virtualmachinetemplate", "href": template}]},
+            auth=admin,
+            media="virtualmachine",
+        )
+        here = next(link["href"] for link in vm["links"] if link["rel"] == "edit")
+        status, _ = aio.send(
+            "POST", f"{here}/action/deploy", None, auth=admin, media="acceptedrequest"
+        )
+        assert status == 202
+        deadline = time.monotonic() + 30
+        while True:
+            _, now = aio.send("GET", here, None, auth=admin, media="virtualmachine")
+            if now["state"] == "ON":
+                break
+            assert now["state"] == "LOCKED", now
+            assert time.monotonic() < deadline, "the demo VM did not come up"
+            time.sleep(0.2)
     finally:
         code, took, lines = aio.stop()
     assert code == 0

@@ -59,7 +59,6 @@ from abiquo_dc.protocol.definitions import (
     RepositoryDisk,
     VirtualMachineDefinition,
 )
-from aim.groups import contract_exception, raise_
 from aim.libvirt_host import LibvirtHost
 from aim.server import AimServer
 from aim.settings import (
@@ -68,9 +67,10 @@ from aim.settings import (
     IscsiSettings,
     LibvirtSettings,
     ListenSettings,
+    NetworkSettings,
     RepositorySettings,
 )
-from aim.vlan import VlanGroup
+from aim.vlan import SimulatedVlanGroup
 from tests.aim.e2e_host import Libvirtd
 from tests.aim.e2e_host import private_libvirtd as private_libvirtd
 
@@ -110,7 +110,7 @@ class KvmHost:
     # The AIM's libvirt connection, for a test to look behind the driver's back.
     libvirt: LibvirtHost
     # The VLANs the AIM holds, when it only records them (`recorded_vlans=True`).
-    vlans: RecordedVlans | None = field(default=None)
+    vlans: SimulatedVlanGroup | None = field(default=None)
 
     @property
     def port(self) -> int:
@@ -167,55 +167,6 @@ class KvmHost:
         return VirtualMachineDefinition(**fields)
 
 
-class RecordedVlans:
-    """The AIM's VLAN methods for a host that cannot make 802.1Q interfaces (this one:
-    its kernel has no 8021q) and must not have its interfaces touched: the VLANs are
-    kept as (tag, parent interface, bridge), checked as the AIM's own VlanGroup checks
-    them, so that a test sees what the datacenter asked for."""
-
-    METHODS = VlanGroup.METHODS
-
-    def __init__(self, contract: Any) -> None:
-        self._contract = contract
-        self.current: set[tuple[int, str, str]] = set()
-        self.created: list[tuple[int, str, str]] = []
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    def _check(self, tag: int, parent: str, bridge: str) -> None:
-        if not 1 <= tag <= 4094 or not parent or not bridge:
-            raise_(
-                contract_exception(self._contract, "VLANException"),
-                "VLAN-INVALID",
-                f"no VLAN {tag} on {parent!r} and {bridge!r}",
-            )
-
-    async def createVLAN(self, vlanTag: int, vlanInterface: str, bridgeInterface: str) -> None:
-        self._check(vlanTag, vlanInterface, bridgeInterface)
-        self.current.add((vlanTag, vlanInterface, bridgeInterface))
-        self.created.append((vlanTag, vlanInterface, bridgeInterface))
-
-    async def deleteVLAN(self, vlanTag: int, vlanInterface: str, bridgeInterface: str) -> None:
-        self._check(vlanTag, vlanInterface, bridgeInterface)
-        self.current.discard((vlanTag, vlanInterface, bridgeInterface))
-
-    async def checkVLANConfiguration(self) -> None:
-        pass
-
-
-def _record_vlans(server: AimServer) -> RecordedVlans:
-    """Serve RecordedVlans in place of the server's VlanGroup (before it starts)."""
-    recorded = RecordedVlans(server.contract)
-    server.groups = [recorded if isinstance(g, VlanGroup) else g for g in server.groups]
-    for name in RecordedVlans.METHODS:
-        setattr(server.handler, name, getattr(recorded, name))
-    return recorded
-
-
 def _prepare(root: Path) -> tuple[Path, Path, Path]:
     """The repository (with its mark and templates), the datastore and the IQN file;
     left as they are when they exist (a host started again on the same root)."""
@@ -252,7 +203,8 @@ async def running_kvm_host(
 ) -> AsyncIterator[KvmHost]:
     """An AIM on 127.0.0.1:`port` (0: a free one) over libvirt's test driver; see the
     module's docstring. Started again on the same root, it finds its files as left.
-    `recorded_vlans`: the AIM only records the VLANs it is asked for (RecordedVlans)."""
+    `recorded_vlans`: the AIM only records the VLANs it is asked for ([network]
+    simulated_vlans)."""
     repository, datastore, iqn_file = _prepare(root)
     if libvirtd is None:
         node = root / "node.xml"
@@ -268,10 +220,11 @@ async def running_kvm_host(
             datastores=[str(datastore)],
             iscsi=IscsiSettings(initiator_name_file=str(iqn_file)),
             events=EventsSettings(history=1000),
+            network=NetworkSettings(simulated_vlans=recorded_vlans),
         )
     )
     host = next(g for g in server.groups if isinstance(g, LibvirtHost))
-    vlans = _record_vlans(server) if recorded_vlans else None
+    vlans = next((g for g in server.groups if isinstance(g, SimulatedVlanGroup)), None)
     await server.start()
     try:
         before = await host.call(_domain_uuids, host.conn)
