@@ -14,6 +14,10 @@ transaction is rolled back and the next candidate is tried. Two processes alloca
 once can therefore never over-commit a machine, and no lock outlives a transaction. The
 machine's row, locked by its UPDATE until the commit, also serialises the choice of a
 remote-display port among the VMs of that machine.
+
+No claim reads with a lock on the VMs' machine index: InnoDB would lock the gaps of that
+index, and two claims on neighbouring machines, each inserting its VM where the other
+locked, deadlock. A claim InnoDB still picks as a deadlock's victim is tried again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
@@ -36,6 +41,9 @@ VM_NOT_FOUND = "VM-0"
 FIRST_DISPLAY_PORT = 5900
 # How many candidates one allocation tries before it gives up (each lost a race).
 MAX_ATTEMPTS = 16
+# How often a claim InnoDB rolled back as a deadlock's victim is tried again.
+DEADLOCK_RETRIES = 3
+ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT = 1213, 1205
 
 _m, _ds, _vm = tables.machine, tables.datastore, tables.virtual_machine
 
@@ -148,6 +156,13 @@ async def _candidates(
     return best
 
 
+def _deadlocked(exc: OperationalError) -> bool:
+    """Whether MariaDB/MySQL rolled the transaction back as a deadlock's victim or after
+    waiting too long for a lock."""
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return code in (ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT)
+
+
 class _Lost(Exception):
     """A claim found no room any more: roll back, try the next candidate."""
 
@@ -175,13 +190,13 @@ async def _claim(conn: AsyncConnection, need: _Need, candidate: Any) -> Allocati
     )
     if stored.rowcount != 1:
         raise _Lost
-    # The machine's row is locked by the UPDATE above until the commit: a locking read
-    # of its VMs' ports sees every port taken, committed or not yet.
+    # The machine's row is locked by the UPDATE above until the commit, so every claim
+    # on it before this one has committed: this transaction's first plain read (its
+    # snapshot is taken now, under that lock) sees every port they took. A plain read:
+    # a locking one would lock the index's gaps (see the module).
     taken = (
         await conn.execute(
-            select(func.max(_vm.c.vdrp_port))
-            .where(_vm.c.machine_id == candidate.id)
-            .with_for_update()
+            select(func.max(_vm.c.vdrp_port)).where(_vm.c.machine_id == candidate.id)
         )
     ).scalar_one_or_none()
     port = max(FIRST_DISPLAY_PORT, (taken or 0) + 1)
@@ -217,11 +232,17 @@ async def allocate(
         need = await _need(conn, vm_id)
         candidates = await _candidates(conn, need, now=now, liveness_timeout=liveness_timeout)
     for candidate in candidates[:MAX_ATTEMPTS]:
-        try:
-            async with engine.begin() as conn:
-                return await _claim(conn, need, candidate)
-        except _Lost:
-            continue
+        for _ in range(DEADLOCK_RETRIES + 1):
+            try:
+                async with engine.begin() as conn:
+                    return await _claim(conn, need, candidate)
+            except _Lost:
+                break
+            except OperationalError as exc:
+                # Rolled back whole by the database: the same claim may be tried again.
+                if not _deadlocked(exc):
+                    raise
+        # Lost the race for this one, or a deadlock's victim every time: the next.
     raise NoRoom(
         f"no {need.hypervisor_type} machine of the datacenter has room for "
         f"{need.cpu} CPU, {need.ram} MB of RAM and {need.hd} bytes of disk"

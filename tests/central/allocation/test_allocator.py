@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.allocation import NoRoom, allocate, deallocate
+from abiquo_central.allocation.allocator import _candidates, _claim, _need
 from abiquo_central.db import tables
 from abiquo_central.db.engine import create_engine
 from abiquo_central.db.rows import inserted_id
@@ -280,3 +281,28 @@ async def test_two_processes_never_over_commit(
             )
         ).all()
     assert len(rows) == 40 and len(set(rows)) == 40
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+async def test_claims_on_two_machines_do_not_wait_for_each_other(
+    engine: AsyncEngine, second_process: AsyncEngine, cloud: Cloud, clock: FakeClock
+) -> None:
+    """A claim in progress on one machine holds no lock another machine's claim needs:
+    a locking read of the VMs by machine locked the index's gaps, where the other claim
+    inserts its VM, and two such claims deadlocked each other."""
+    small = await machine(engine, cloud, "10.0.2.1", ram=2048)
+    large = await machine(engine, cloud, "10.0.2.2", ram=4096)
+    here, there = await vm(engine, cloud, ram=512), await vm(engine, cloud, ram=4096)
+    async with engine.connect() as conn:
+        need = await _need(conn, here)
+        candidates = await _candidates(conn, need, now=clock(), liveness_timeout=LIVENESS)
+    on_small = next(c for c in candidates if c.id == small)
+    async with engine.begin() as conn:
+        await _claim(conn, need, on_small)
+        # Uncommitted yet: the other process allocates on the other machine meanwhile.
+        async with asyncio.timeout(5):
+            got = await allocate(second_process, there, now=clock(), liveness_timeout=LIVENESS)
+        assert got.machine_id == large
+    used = await usage(engine)
+    assert used[small][:2] == (1, 512) and used[large][:2] == (1, 4096)
