@@ -107,6 +107,23 @@ async def _ask(conn: AsyncConnection, stuck: Any, secrets: SecretBox, now: datet
     await conn.execute(_task.update().where(_task.c.id == stuck.id).values(updated_at=now))
 
 
+async def _still_asking(conn: AsyncConnection, stuck: Any, since: datetime) -> bool:
+    """Whether a REFRESH of the stuck task's VM sent after `since` is unanswered."""
+    found = (
+        await conn.execute(
+            select(_task.c.id)
+            .where(
+                _task.c.virtual_machine_id == stuck.virtual_machine_id,
+                _task.c.type == TaskType.REFRESH.value,
+                _task.c.state.in_([TaskState.PENDING.value, TaskState.STARTED.value]),
+                _task.c.created_at >= since,
+            )
+            .limit(1)
+        )
+    ).first()
+    return found is not None
+
+
 async def ask_about_stale(
     engine: AsyncEngine, *, secrets: SecretBox, now: datetime, stale_after: float, most: int = 100
 ) -> int:
@@ -139,6 +156,13 @@ async def ask_about_stale(
                 ).one()
                 # Another process asked, or news came, since it was read.
                 if TaskState(stuck.state) in FINISHED or stuck.updated_at >= before:
+                    continue
+                if await _still_asking(conn, stuck, now - timedelta(seconds=4 * stale_after)):
+                    # The last REFRESH is unanswered (the DC is away): another would only
+                    # queue behind it. Asked again if it stays unanswered much longer.
+                    await conn.execute(
+                        _task.update().where(_task.c.id == stuck.id).values(updated_at=now)
+                    )
                     continue
                 await _ask(conn, stuck, secrets, now)
                 asked += 1

@@ -120,3 +120,17 @@ async def test_an_administrator_settles_by_hand(
         )
     assert jobs
     assert (await _task(engine, task_id))[0] == "FINISHED_UNSUCCESSFULLY"
+
+
+async def test_an_unanswered_refresh_is_not_piled_up(
+    engine: AsyncEngine, cloud: Cloud, clock: FakeClock, secrets: SecretBox
+) -> None:
+    await _stale_deploy(engine, cloud, clock, secrets)
+    now = datetime.now(UTC)
+    assert await ask_about_stale(engine, secrets=secrets, now=now, stale_after=STALE) == 1
+    # The DC is away: the REFRESH goes unanswered, the task stays stale...
+    later = now + timedelta(seconds=2 * STALE)
+    assert await ask_about_stale(engine, secrets=secrets, now=later, stale_after=STALE) == 0
+    # ...and only long after is it asked about again.
+    much_later = now + timedelta(seconds=6 * STALE)
+    assert await ask_about_stale(engine, secrets=secrets, now=much_later, stale_after=STALE) == 1
