@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
+from abiquo_central.db.retry import deadlocked
 from abiquo_runtime.errors import Conflict, NotFound
 
 NO_ROOM = "SCHEDULER-1"
@@ -43,7 +44,6 @@ FIRST_DISPLAY_PORT = 5900
 MAX_ATTEMPTS = 16
 # How often a claim InnoDB rolled back as a deadlock's victim is tried again.
 DEADLOCK_RETRIES = 3
-ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT = 1213, 1205
 
 _m, _ds, _vm = tables.machine, tables.datastore, tables.virtual_machine
 
@@ -156,13 +156,6 @@ async def _candidates(
     return best
 
 
-def _deadlocked(exc: OperationalError) -> bool:
-    """Whether MariaDB/MySQL rolled the transaction back as a deadlock's victim or after
-    waiting too long for a lock."""
-    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    return code in (ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT)
-
-
 class _Lost(Exception):
     """A claim found no room any more: roll back, try the next candidate."""
 
@@ -240,7 +233,7 @@ async def allocate(
                 break
             except OperationalError as exc:
                 # Rolled back whole by the database: the same claim may be tried again.
-                if not _deadlocked(exc):
+                if not deadlocked(exc):
                     raise
         # Lost the race for this one, or a deadlock's victim every time: the next.
     raise NoRoom(

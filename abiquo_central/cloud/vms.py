@@ -8,6 +8,7 @@ transaction that makes the VM, so that two concurrent creations never share an a
 
 from __future__ import annotations
 
+import random
 import re
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -286,7 +287,13 @@ async def _claim_address(conn: AsyncConnection, vdc_id: int, vm_id: int) -> None
         .scalars()
         .all()
     )
-    for ip_id in candidates:
+    # The lowest first, so that addresses go in order while nobody competes. Once that
+    # one is lost, the rest in any order: in order, this creation would wait on the
+    # next lowest, which every creation started since is claiming too, lose it again,
+    # and go on so until its candidates ran out in a network with plenty left.
+    rest = list(candidates[1:])
+    random.shuffle(rest)
+    for ip_id in [*candidates[:1], *rest]:
         claimed = await conn.execute(
             _ip.update()
             .where(_ip.c.id == ip_id, _ip.c.virtual_machine_id.is_(None))

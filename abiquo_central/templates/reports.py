@@ -29,9 +29,11 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Row, and_, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
+from abiquo_central.db.retry import deadlocked
 from abiquo_central.templates.common import default_category_id, ensure_category, ovf_key
 from abiquo_dc.protocol.templates import (
     ConversionState,
@@ -130,12 +132,37 @@ async def remove_template_row(conn: AsyncConnection, template_id: int) -> None:
     await conn.execute(_tpl.delete().where(_tpl.c.id == template_id))
 
 
+# How often a report is applied again after a concurrent one made it fail.
+ATTEMPTS = 3
+
+
 async def record_template_status(engine: AsyncEngine, message: TemplateStatusChanged) -> None:
-    """Apply what an Appliance Manager reports about one template (see the module)."""
+    """Apply what an Appliance Manager reports about one template (see the module).
+
+    Two central processes applying reports of a template not recorded yet both find no
+    row: one inserts, the other fails on the unique key (or is a deadlock's victim on
+    MariaDB) and, tried again, finds the row.
+    """
     definition = message.template if message.status is TemplateStatus.DOWNLOAD else None
     category_id: int | None = None
     if definition is not None:
         category_id = await ensure_category(engine, definition.category)
+    for attempt in range(ATTEMPTS):
+        try:
+            await _record_status(engine, message, definition, category_id)
+            return
+        except (IntegrityError, OperationalError) as exc:
+            retry = isinstance(exc, IntegrityError) or deadlocked(exc)
+            if not retry or attempt == ATTEMPTS - 1:
+                raise
+
+
+async def _record_status(
+    engine: AsyncEngine,
+    message: TemplateStatusChanged,
+    definition: TemplateDefinition | None,
+    category_id: int | None,
+) -> None:
     async with engine.begin() as conn:
         dc_id = await datacenter_id_of(conn, message.dc_uuid)
         ent_id = await _enterprise_id_of(conn, message.enterprise_id)

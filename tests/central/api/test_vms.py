@@ -232,6 +232,33 @@ async def test_concurrent_creations_get_distinct_addresses(
     assert len({r[0] for r in rows}) == 20 and len({r[1] for r in rows}) == 20
 
 
+async def test_a_steady_stream_of_creations_never_runs_short_of_addresses(
+    api: Client, engine: AsyncEngine, seeded: Seeded
+) -> None:
+    # Clients each creating VMs one after another: a creation that lost the lowest free
+    # address must not go on chasing the next lowest, which the newer creations take
+    # first each time, until it gives up with VM-5 in a network that is mostly free.
+    infra, _, vapp = await _setup(api, engine, seeded.enterprise_id)
+    created: list[int] = []
+
+    async def client(n: int) -> None:
+        for i in range(20):
+            response = await _post(
+                api, vapp, {"label": f"vm{n}-{i}", "links": [template_link(infra)]}
+            )
+            assert response.status == 201, await response.text()
+            created.append((await response.json())["id"])
+
+    await asyncio.gather(*(client(n) for n in range(10)))
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(tables.ip.c.ip).where(tables.ip.c.virtual_machine_id.in_(created))
+            )
+        ).all()
+    assert len(rows) == len(set(rows)) == 200
+
+
 async def test_addresses_run_out(api: Client, engine: AsyncEngine, seeded: Seeded) -> None:
     # A /30 holds two hosts: the gateway and one address for a VM.
     net = {"name": "tiny", "address": "10.0.0.0", "mask": 30, "gateway": "10.0.0.1"}
