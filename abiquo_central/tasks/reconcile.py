@@ -10,7 +10,8 @@ that fails changes nothing: the stuck task is asked about again later. The DC ru
 VM's tasks one after the other, so a REFRESH sent while the task still runs there is
 answered after it, by which time the task's own notifications have finished it.
 
-An administrator settles a task by hand with `settle_by_hand` (done or failed).
+An administrator settles a task by hand with `settle_by_hand` (done or failed), or has
+it sent again with `retry_by_hand`.
 """
 
 from __future__ import annotations
@@ -224,31 +225,81 @@ async def settle(
         await subscribe(conn, vm, seen, now=now)
 
 
-async def settle_by_hand(engine: AsyncEngine, vm_id: int, *, succeeded: bool, now: datetime) -> str:
+async def settle_by_hand(
+    engine: AsyncEngine,
+    vm_id: int,
+    *,
+    succeeded: bool,
+    now: datetime,
+) -> str:
     """An administrator's verdict on the VM's unfinished task (its id): done as if every
     job had been, or failed as if the first unfinished one had."""
     from abiquo_central.tasks.lifecycle import finish
 
     async with engine.begin() as conn:
-        stuck = (
-            await conn.execute(
-                select(_task)
-                .where(
-                    _task.c.virtual_machine_id == vm_id,
-                    _task.c.state.in_([TaskState.PENDING.value, TaskState.STARTED.value]),
-                    _task.c.type != TaskType.REFRESH.value,
-                )
-                .with_for_update()
-            )
-        ).first()
-        if stuck is None:
-            raise Conflict("the virtual machine has no unfinished task", code="TASK-1")
+        stuck = await _unfinished(conn, vm_id)
         state = TaskState.FINISHED_SUCCESSFULLY if succeeded else TaskState.FINISHED_UNSUCCESSFULLY
         await _close(
             conn, stuck.id, state, "" if succeeded else "marked failed by an administrator", now
         )
         await finish(conn, stuck, state, now=now)
         return str(stuck.id)
+
+
+async def retry_by_hand(
+    engine: AsyncEngine, vm_id: int, *, secrets: SecretBox, now: datetime
+) -> str:
+    """Send the VM's unfinished task to its datacenter again, as it was (same task and
+    job ids: a datacenter that has it attaches to its run or knows it finished, one that
+    lost it runs it). A RECONFIGURE cannot be: the definition it undoes to is gone."""
+    async with engine.begin() as conn:
+        stuck = await _unfinished(conn, vm_id)
+        if TaskType(stuck.type) is TaskType.RECONFIGURE:
+            raise Conflict(
+                "a reconfiguration cannot be sent again: mark it done or failed", code="TASK-2"
+            )
+        vm = (await conn.execute(select(_vm).where(_vm.c.id == vm_id))).one()
+        where = await placed(conn, vm, secrets)
+        jobs = (
+            await conn.execute(
+                select(_job.c.id, _job.c.type)
+                .where(_job.c.task_id == stuck.id)
+                .order_by(_job.c.sequence)
+            )
+        ).all()
+        message = dc.VirtualFactoryTask(
+            task_id=stuck.id,
+            jobs=[
+                dc.Job(
+                    id=j.id,
+                    type=dc.JobType(j.type),
+                    connection=where.connection,
+                    definition=where.definition,
+                )
+                for j in jobs
+            ],
+        )
+        await enqueue(conn, where.dc_uuid, VIRTUAL_FACTORY, message, now=now)
+        await conn.execute(_task.update().where(_task.c.id == stuck.id).values(updated_at=now))
+        return str(stuck.id)
+
+
+async def _unfinished(conn: AsyncConnection, vm_id: int) -> Any:
+    """The VM's unfinished task (not a REFRESH), locked; Conflict when it has none."""
+    stuck = (
+        await conn.execute(
+            select(_task)
+            .where(
+                _task.c.virtual_machine_id == vm_id,
+                _task.c.state.in_([TaskState.PENDING.value, TaskState.STARTED.value]),
+                _task.c.type != TaskType.REFRESH.value,
+            )
+            .with_for_update()
+        )
+    ).first()
+    if stuck is None:
+        raise Conflict("the virtual machine has no unfinished task", code="TASK-1")
+    return stuck
 
 
 class TaskWatch:

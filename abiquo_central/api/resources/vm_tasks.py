@@ -5,8 +5,9 @@
 - GET .../virtualmachines/{vm}/tasks[/{taskId}];
 - POST .../virtualappliances/{va}/action/deploy and .../action/undeploy: one task per VM
   of the appliance that can take it (the others are left as they are);
-- POST .../virtualmachines/{vm}/action/recover?outcome=done|failed: an administrator's
-  verdict on a task that never finished (the VM is LOCKED no more).
+- POST .../virtualmachines/{vm}/action/recover?outcome=done|failed|retry: an
+  administrator's verdict on a task that never finished (the VM is LOCKED no more), or
+  the task sent to its datacenter again.
 
 Each action answers 202 with an acceptedrequest whose `status` link is the task. What
 the task does to the VM, and when, is abiquo_central.tasks.lifecycle's: the VM is LOCKED
@@ -40,7 +41,7 @@ from abiquo_central.db import tables
 from abiquo_central.tasks import queries
 from abiquo_central.tasks.lifecycle import start_task
 from abiquo_central.tasks.plans import PLANS, TaskType
-from abiquo_central.tasks.reconcile import settle_by_hand
+from abiquo_central.tasks.reconcile import retry_by_hand, settle_by_hand
 from abiquo_central.tenants.privileges import (
     ENTERPRISE_ADMINISTER_ALL,
     VAPP_DEPLOY_UNDEPLOY,
@@ -223,7 +224,12 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 RECOVER_QUERY = (
-    QueryParam("outcome", str, "done or failed: how the VM's unfinished task ended", True),
+    QueryParam(
+        "outcome",
+        str,
+        "done or failed: how the VM's unfinished task ended; retry: send it again",
+        True,
+    ),
 )
 
 
@@ -235,13 +241,16 @@ RECOVER_QUERY = (
 async def recover(request: web.Request) -> web.Response:
     app = request.config_dict
     outcome = request.query.get("outcome", "").strip().lower()
-    if outcome not in ("done", "failed"):
-        raise InvalidInput("'outcome' must be done or failed")
+    if outcome not in ("done", "failed", "retry"):
+        raise InvalidInput("'outcome' must be done, failed or retry")
     vdc_id, vapp_id, vm_id = _where(request)
     vm = await vms.get_vm(app[ENGINE], vdc_id, vapp_id, vm_id, scope(request))
-    task_id = await settle_by_hand(
-        app[ENGINE], vm.id, succeeded=outcome == "done", now=app[CLOCK]()
-    )
+    if outcome == "retry":
+        task_id = await retry_by_hand(app[ENGINE], vm.id, secrets=app[SECRETS], now=app[CLOCK]())
+    else:
+        task_id = await settle_by_hand(
+            app[ENGINE], vm.id, succeeded=outcome == "done", now=app[CLOCK]()
+        )
     app[ON_QUEUED]()
     task = await queries.get_task(app[ENGINE], vm.id, task_id)
     here = vm_path(vdc_id, vapp_id, vm.id)

@@ -18,7 +18,7 @@ from abiquo_dc.protocol import jobs as dc
 from abiquo_dc.protocol.messages import Message
 from tests.central.api.test_vms import Client, _post, _setup
 from tests.central.cloud.helpers import api_path, json_of, link_of, template_link
-from tests.central.conftest import ADMIN, T0, FakeClock, Seeded
+from tests.central.conftest import ADMIN, T0, USER, FakeClock, Seeded
 
 TASK_JSON = "application/vnd.abiquo.task+json"
 VM_JSON = "application/vnd.abiquo.virtualmachine+json"
@@ -293,3 +293,31 @@ async def test_a_deployed_vm_reconfigured_when_off(
             )
         ).one()
     assert tuple(used) == (vm["cpu"] + 2, vm["ram"] + 512)
+
+
+async def test_an_administrator_recovers_a_stuck_vm(
+    api: Client, engine: AsyncEngine, seeded: Seeded, clock: FakeClock
+) -> None:
+    infra, _, vapp = await _setup(api, engine, seeded.enterprise_id)
+    await _live(engine, clock, infra.dc_id)
+    vm = await json_of(
+        await _post(api, vapp, {"label": "web", "links": [template_link(infra)]}), 201
+    )
+    vm_path = api_path(link_of(vm, "edit"))
+    await _accepted(await api.post(f"{vm_path}/action/deploy", headers=ADMIN))
+    # The datacenter never answers. A tenant may not decide for it...
+    refused = await api.post(
+        f"{vm_path}/action/recover", params={"outcome": "failed"}, headers=USER
+    )
+    assert refused.status == 403
+    bad = await api.post(f"{vm_path}/action/recover", params={"outcome": "maybe"}, headers=ADMIN)
+    assert bad.status == 400
+    # ...an administrator does.
+    task = await json_of(
+        await api.post(f"{vm_path}/action/recover", params={"outcome": "failed"}, headers=ADMIN),
+        200,
+    )
+    assert (task["type"], task["state"]) == ("DEPLOY", "FINISHED_UNSUCCESSFULLY")
+    assert await _state(api, vm) == "NOT_ALLOCATED"
+    nothing = await api.post(f"{vm_path}/action/recover", params={"outcome": "done"}, headers=ADMIN)
+    assert nothing.status == 409

@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from abiquo_central.db import tables
 from abiquo_central.tasks.lifecycle import apply_notification
 from abiquo_central.tasks.plans import TaskType
-from abiquo_central.tasks.reconcile import ask_about_stale, settle_by_hand
+from abiquo_central.tasks.reconcile import ask_about_stale, retry_by_hand, settle_by_hand
 from abiquo_dc.protocol import jobs as dc
 from abiquo_runtime.errors import Conflict
 from abiquo_runtime.secrets import SecretBox
 from tests.central.allocation.test_allocator import Cloud, cloud, machine, usage, vm
 from tests.central.conftest import FakeClock
-from tests.central.tasks.test_lifecycle import S, _report, _sent_task, _start, _task, _vm_row
+from tests.central.tasks.test_lifecycle import D, S, _report, _sent_task, _start, _task, _vm_row
 
 __all__ = ["cloud"]
 
@@ -134,3 +134,17 @@ async def test_an_unanswered_refresh_is_not_piled_up(
     # ...and only long after is it asked about again.
     much_later = now + timedelta(seconds=6 * STALE)
     assert await ask_about_stale(engine, secrets=secrets, now=much_later, stale_after=STALE) == 1
+
+
+async def test_an_administrator_sends_it_again(
+    engine: AsyncEngine, cloud: Cloud, clock: FakeClock, secrets: SecretBox
+) -> None:
+    one, _, task_id = await _stale_deploy(engine, cloud, clock, secrets)
+    assert await retry_by_hand(engine, one, secrets=secrets, now=datetime.now(UTC)) == task_id
+    dc_uuid, again = await _sent_task(engine, clock)
+    # The same task, the same jobs: the datacenter recognises them.
+    assert again.task_id == task_id
+    assert [j.type for j in again.jobs] == [dc.JobType.CONFIGURE, dc.JobType.POWER_ON]
+    await _report(engine, dc_uuid, again, [(0, D), (1, S), (1, D)])
+    assert (await _task(engine, task_id))[0] == "FINISHED_SUCCESSFULLY"
+    assert (await _vm_row(engine, one))[0] == "ON"
