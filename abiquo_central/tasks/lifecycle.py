@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.allocation import allocate, claim_more, deallocate, release
+from abiquo_central.allocation.limits import check_deploy_limits
 from abiquo_central.db import tables
 from abiquo_central.events import (
     Action,
@@ -90,8 +91,10 @@ async def start_task(
     secrets: SecretBox,
     now: datetime,
     liveness_timeout: float,
+    force_soft_limits: bool = False,
 ) -> Started:
-    """Start `kind` on the VM; Conflict (409) when its state does not allow it."""
+    """Start `kind` on the VM; Conflict (409) when its state does not allow it, and, for
+    a deploy, LimitExceeded (409) past a limit (allocation/limits.py)."""
     plan = PLANS[kind]
     allocated = False
     if kind is TaskType.DEPLOY:
@@ -119,6 +122,11 @@ async def start_task(
                     code=WRONG_STATE,
                 )
             where = await placed(conn, vm, secrets)
+            crossed = (
+                await check_deploy_limits(conn, vm_id, force_soft=force_soft_limits)
+                if allocated
+                else []
+            )
             task_id = str(uuid.uuid4())
             types = jobs_for(kind, current)
             job_ids = [f"{task_id}.{uuid.uuid4()}" for _ in types]
@@ -177,6 +185,16 @@ async def start_task(
                 target=f"/virtualmachines/{vm.uuid}",
                 message=f"{kind.value} of virtual machine {vm.label} started (task {task_id})",
             )
+            for soft in crossed:
+                await record_action(
+                    conn,
+                    actor,
+                    severity=Severity.WARNING,
+                    component=Component.VIRTUAL_MACHINE,
+                    action=Action.SOFT_LIMIT_EXCEEDED,
+                    target=f"/virtualmachines/{vm.uuid}",
+                    message=f"Deploying {vm.label} passes the {soft}",
+                )
     except BaseException:
         if allocated:
             await deallocate(engine, vm_id)

@@ -48,7 +48,13 @@ from abiquo_central.tenants.privileges import (
     VAPP_PERFORM_ACTIONS,
     VDC_ENUMERATE,
 )
-from abiquo_runtime.errors import AbiquoError, Conflict, InvalidInput, TemporaryError
+from abiquo_runtime.errors import (
+    AbiquoError,
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    TemporaryError,
+)
 
 
 class Job(Entity, kw_only=True):
@@ -124,11 +130,12 @@ async def _start(request: web.Request, kind: TaskType | None = None) -> web.Resp
     app = request.config_dict
     vdc_id, vapp_id, vm_id = _where(request)
     vm = await vms.get_vm(app[ENGINE], vdc_id, vapp_id, vm_id, scope(request))
+    options = VirtualMachineTask()
     if kind is None:
         body = await read_entity(request, VirtualMachineState)
         kind = _state_change(vm.state, body.state)
     elif request.can_read_body:
-        await read_entity(request, VirtualMachineTask)
+        options = await read_entity(request, VirtualMachineTask)
     started = await start_task(
         app[ENGINE],
         vm.id,
@@ -137,6 +144,7 @@ async def _start(request: web.Request, kind: TaskType | None = None) -> web.Resp
         secrets=app[SECRETS],
         now=app[CLOCK](),
         liveness_timeout=app[SETTINGS].datacenters.liveness_timeout,
+        force_soft_limits=options.force_enterprise_soft_limits,
     )
     app[ON_QUEUED]()
     hrefs = Hrefs.of(request)
@@ -261,8 +269,9 @@ async def _start_all(request: web.Request, kind: TaskType) -> web.Response:
     app = request.config_dict
     vdc_id, vapp_id = path_id(request, "vdc"), path_id(request, "va")
     await vapps.get_vapp(app[ENGINE], vdc_id, vapp_id, scope(request))
+    options = VirtualMachineTask()
     if request.can_read_body:
-        await read_entity(request, VirtualMachineTask)
+        options = await read_entity(request, VirtualMachineTask)
     vm_table = tables.virtual_machine
     async with app[ENGINE].connect() as conn:
         rows = (
@@ -290,8 +299,9 @@ async def _start_all(request: web.Request, kind: TaskType) -> web.Response:
                 secrets=app[SECRETS],
                 now=app[CLOCK](),
                 liveness_timeout=app[SETTINGS].datacenters.liveness_timeout,
+                force_soft_limits=options.force_enterprise_soft_limits,
             )
-        except (Conflict, TemporaryError) as exc:
+        except (Conflict, LimitExceeded, TemporaryError) as exc:
             # One VM without room (or changed meanwhile) does not stop the others.
             first_error = first_error or exc
             continue

@@ -321,3 +321,48 @@ async def test_an_administrator_recovers_a_stuck_vm(
     assert await _state(api, vm) == "NOT_ALLOCATED"
     nothing = await api.post(f"{vm_path}/action/recover", params={"outcome": "done"}, headers=ADMIN)
     assert nothing.status == 409
+
+
+async def test_deploys_stay_within_the_limits(
+    api: Client, engine: AsyncEngine, seeded: Seeded, clock: FakeClock
+) -> None:
+    infra, _, vapp = await _setup(api, engine, seeded.enterprise_id)
+    await _live(engine, clock, infra.dc_id)
+    ent = tables.enterprise
+    async with engine.begin() as conn:
+        await conn.execute(ent.update().where(ent.c.id == seeded.enterprise_id).values(cpu_hard=3))
+    made = [
+        await json_of(
+            await _post(api, vapp, {"label": f"vm{i}", "links": [template_link(infra)]}), 201
+        )
+        for i in range(2)
+    ]
+    first, second = (api_path(link_of(vm, "edit")) for vm in made)
+    assert made[0]["cpu"] == 2
+    await _accepted(await api.post(f"{first}/action/deploy", headers=ADMIN))
+    # Two more CPUs would make 4, past the hard limit of 3: refused, nothing held.
+    refused = await api.post(f"{second}/action/deploy", headers=ADMIN)
+    assert refused.status == 409
+    assert (await json_of(refused, 409))["collection"][0]["code"] == "LIMIT-7"
+    assert await _state(api, made[1]) == "NOT_ALLOCATED"
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            ent.update().where(ent.c.id == seeded.enterprise_id).values(cpu_hard=0, cpu_soft=3)
+        )
+    soft = await api.post(f"{second}/action/deploy", headers=ADMIN)
+    assert (await json_of(soft, 409))["collection"][0]["code"] == "LIMIT-8"
+    forced = await api.post(
+        f"{second}/action/deploy",
+        json={"forceEnterpriseSoftLimits": True},
+        headers={**ADMIN, "Content-Type": "application/vnd.abiquo.virtualmachinetask+json"},
+    )
+    await _accepted(forced)
+    ev = tables.event
+    async with engine.connect() as conn:
+        warned = (
+            (await conn.execute(select(ev.c.severity).where(ev.c.action == "SOFT_LIMIT_EXCEEDED")))
+            .scalars()
+            .all()
+        )
+    assert warned == ["WARNING"]

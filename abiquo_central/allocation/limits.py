@@ -1,0 +1,130 @@
+"""The limits a deploy must stay within: the enterprise's, its limits in the VDC's
+datacenter, and the VDC's own, on CPUs, RAM (MB) and disk (bytes); 0 is unlimited.
+
+Checked in the transaction that starts the deploy, once the VM is allocated (so it
+counts itself), with the enterprise's row locked: two deploys of one enterprise are
+checked one after the other, and together they never pass a hard limit. Past a hard
+limit the deploy is refused (409 LIMIT-7); past a soft one it is refused too (409
+LIMIT-8) unless the caller forces it (`forceEnterpriseSoftLimits`), and then a warning
+is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from abiquo_central.db import tables
+from abiquo_runtime.errors import LimitExceeded
+
+HARD_LIMIT = "LIMIT-7"
+SOFT_LIMIT = "LIMIT-8"
+
+_vm, _vdc, _ent, _lim = (
+    tables.virtual_machine,
+    tables.virtual_datacenter,
+    tables.enterprise,
+    tables.enterprise_limit,
+)
+# Resource, the VM's column holding its share of it, and the unit it is told in.
+RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("cpu", "cpu", "CPUs"),
+    ("ram", "ram", "MB of RAM"),
+    ("hd", "hd_bytes", "bytes of disk"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Crossed:
+    """A soft limit the deploy goes past (allowed because it was forced)."""
+
+    scope: str
+    resource: str
+    used: int
+    limit: int
+
+    def __str__(self) -> str:
+        return f"{self.scope}'s {self.resource} soft limit {self.limit} ({self.used} in use)"
+
+
+async def _used(conn: AsyncConnection, *where: Any) -> dict[str, int]:
+    """What the allocated VMs matching `where` hold, by resource."""
+    row = (
+        await conn.execute(
+            select(
+                *(
+                    func.coalesce(func.sum(_vm.c[column]), 0).label(name)
+                    for name, column, _ in RESOURCES
+                )
+            )
+            .select_from(_vm.join(_vdc, _vdc.c.id == _vm.c.vdc_id))
+            .where(_vm.c.machine_id.is_not(None), *where)
+        )
+    ).one()
+    return {name: int(getattr(row, name)) for name, _, _ in RESOURCES}
+
+
+def _check(scope: str, limits: Any, used: dict[str, int], force_soft: bool) -> list[Crossed]:
+    crossed = []
+    for name, _, unit in RESOURCES:
+        soft, hard = getattr(limits, f"{name}_soft"), getattr(limits, f"{name}_hard")
+        if hard and used[name] > hard:
+            raise LimitExceeded(
+                f"The {scope}'s hard limit of {hard} {unit} would be passed "
+                f"({used[name]} with this virtual machine)",
+                code=HARD_LIMIT,
+            )
+        if soft and used[name] > soft:
+            if not force_soft:
+                raise LimitExceeded(
+                    f"The {scope}'s soft limit of {soft} {unit} would be passed "
+                    f"({used[name]} with this virtual machine): force it to go on",
+                    code=SOFT_LIMIT,
+                )
+            crossed.append(Crossed(scope, unit, used[name], soft))
+    return crossed
+
+
+async def check_deploy_limits(
+    conn: AsyncConnection, vm_id: int, *, force_soft: bool
+) -> list[Crossed]:
+    """LimitExceeded when the (allocated) VM takes its enterprise, its enterprise in its
+    datacenter, or its VDC past a limit; the soft limits passed when forced."""
+    vm = (
+        await conn.execute(
+            select(_vm.c.vdc_id, _vdc.c.enterprise_id, _vdc.c.datacenter_id)
+            .join(_vdc, _vdc.c.id == _vm.c.vdc_id)
+            .where(_vm.c.id == vm_id)
+        )
+    ).one()
+    enterprise = (
+        await conn.execute(select(_ent).where(_ent.c.id == vm.enterprise_id).with_for_update())
+    ).one()
+    crossed = _check(
+        "enterprise",
+        enterprise,
+        await _used(conn, _vdc.c.enterprise_id == vm.enterprise_id),
+        force_soft,
+    )
+    in_dc = (
+        await conn.execute(
+            select(_lim).where(
+                _lim.c.enterprise_id == vm.enterprise_id, _lim.c.datacenter_id == vm.datacenter_id
+            )
+        )
+    ).one_or_none()
+    if in_dc is not None:
+        used = await _used(
+            conn,
+            _vdc.c.enterprise_id == vm.enterprise_id,
+            _vdc.c.datacenter_id == vm.datacenter_id,
+        )
+        crossed += _check("enterprise's datacenter", in_dc, used, force_soft)
+    vdc = (await conn.execute(select(_vdc).where(_vdc.c.id == vm.vdc_id))).one()
+    crossed += _check(
+        "virtual datacenter", vdc, await _used(conn, _vm.c.vdc_id == vm.vdc_id), force_soft
+    )
+    return crossed
