@@ -14,7 +14,6 @@ frees its allocation, a done undeploy too).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +35,6 @@ from abiquo_central.events import (
 )
 from abiquo_central.tasks.definitions import placed
 from abiquo_central.tasks.observations import subscribe, unsubscribe
-from abiquo_central.tasks.outbox import enqueue
 from abiquo_central.tasks.plans import (
     FINISHED,
     PLANS,
@@ -47,6 +45,7 @@ from abiquo_central.tasks.plans import (
     jobs_for,
     moves_forward,
 )
+from abiquo_central.tasks.records import queue_task
 from abiquo_dc.protocol import jobs as dc
 from abiquo_dc.protocol.jobs import ObservedState
 from abiquo_runtime.errors import Conflict, NotFound
@@ -54,7 +53,6 @@ from abiquo_runtime.secrets import SecretBox
 
 VM_NOT_FOUND = "VM-0"
 WRONG_STATE = "VM-4"
-VIRTUAL_FACTORY = "virtualfactory"
 
 _vm, _task, _job = tables.virtual_machine, tables.task, tables.job
 
@@ -127,56 +125,20 @@ async def start_task(
                 if allocated
                 else []
             )
-            task_id = str(uuid.uuid4())
-            types = jobs_for(kind, current)
-            job_ids = [f"{task_id}.{uuid.uuid4()}" for _ in types]
-            await conn.execute(
-                _task.insert().values(
-                    id=task_id,
-                    virtual_machine_id=vm_id,
-                    user_id=actor.user_id,
-                    enterprise_id=vm.enterprise_id,
-                    type=kind.value,
-                    state=TaskState.PENDING.value,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            await conn.execute(
-                _job.insert(),
-                [
-                    {
-                        "id": job_id,
-                        "task_id": task_id,
-                        "sequence": i,
-                        "type": job_type.value,
-                        "state": JobState.PENDING.value,
-                        "rollback_state": JobState.UNKNOWN.value,
-                        "description": f"{job_type.value} of {vm.label}",
-                        "error": "",
-                        "updated_at": now,
-                    }
-                    for i, (job_id, job_type) in enumerate(zip(job_ids, types, strict=True))
-                ],
+            task_id = await queue_task(
+                conn,
+                vm,
+                kind,
+                jobs_for(kind, current),
+                where,
+                user_id=actor.user_id,
+                now=now,
             )
             await conn.execute(
                 _vm.update()
                 .where(_vm.c.id == vm_id)
                 .values(state=VmState.LOCKED.value, locked_state=current.value, updated_at=now)
             )
-            message = dc.VirtualFactoryTask(
-                task_id=task_id,
-                jobs=[
-                    dc.Job(
-                        id=job_id,
-                        type=job_type,
-                        connection=where.connection,
-                        definition=where.definition,
-                    )
-                    for job_id, job_type in zip(job_ids, types, strict=True)
-                ],
-            )
-            await enqueue(conn, where.dc_uuid, VIRTUAL_FACTORY, message, now=now)
             await record_action(
                 conn,
                 actor,
@@ -246,47 +208,17 @@ async def start_reconfigure(
             )
         )
         after = await placed(conn, await _locked_vm(conn, vm_id), secrets)
-        task_id = str(uuid.uuid4())
-        job_id = f"{task_id}.{uuid.uuid4()}"
-        await conn.execute(
-            _task.insert().values(
-                id=task_id,
-                virtual_machine_id=vm_id,
-                user_id=actor.user_id,
-                enterprise_id=vm.enterprise_id,
-                type=TaskType.RECONFIGURE.value,
-                state=TaskState.PENDING.value,
-                payload={"previous": previous},
-                created_at=now,
-                updated_at=now,
-            )
+        task_id = await queue_task(
+            conn,
+            vm,
+            TaskType.RECONFIGURE,
+            [dc.JobType.RECONFIGURE],
+            after,
+            user_id=actor.user_id,
+            now=now,
+            payload={"previous": previous},
+            previous=before.definition,
         )
-        await conn.execute(
-            _job.insert().values(
-                id=job_id,
-                task_id=task_id,
-                sequence=0,
-                type=dc.JobType.RECONFIGURE.value,
-                state=JobState.PENDING.value,
-                rollback_state=JobState.UNKNOWN.value,
-                description=f"RECONFIGURE of {vm.label}",
-                error="",
-                updated_at=now,
-            )
-        )
-        message = dc.VirtualFactoryTask(
-            task_id=task_id,
-            jobs=[
-                dc.Job(
-                    id=job_id,
-                    type=dc.JobType.RECONFIGURE,
-                    connection=after.connection,
-                    definition=after.definition,
-                    previous=before.definition,
-                )
-            ],
-        )
-        await enqueue(conn, after.dc_uuid, VIRTUAL_FACTORY, message, now=now)
         await record_action(
             conn,
             actor,

@@ -17,7 +17,6 @@ it sent again with `retry_by_hand`.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,8 +29,8 @@ from abiquo_central.allocation import release
 from abiquo_central.db import tables
 from abiquo_central.tasks.definitions import placed
 from abiquo_central.tasks.observations import subscribe, unsubscribe
-from abiquo_central.tasks.outbox import enqueue
 from abiquo_central.tasks.plans import FINISHED, JobState, TaskState, TaskType, VmState
+from abiquo_central.tasks.records import queue_task, send_task
 from abiquo_dc.protocol import jobs as dc
 from abiquo_runtime.errors import AbiquoError, Conflict
 from abiquo_runtime.secrets import SecretBox
@@ -56,7 +55,6 @@ _SEEN = {
     dc.ObservedState.PAUSED: VmState.PAUSED,
     dc.ObservedState.UNKNOWN: VmState.UNKNOWN,
 }
-VIRTUAL_FACTORY = "virtualfactory"
 
 _log = structlog.get_logger("abiquo.central.reconcile")
 
@@ -64,46 +62,17 @@ _log = structlog.get_logger("abiquo.central.reconcile")
 async def _ask(conn: AsyncConnection, stuck: Any, secrets: SecretBox, now: datetime) -> None:
     vm = (await conn.execute(select(_vm).where(_vm.c.id == stuck.virtual_machine_id))).one()
     where = await placed(conn, vm, secrets)
-    refresh_id = str(uuid.uuid4())
-    job_id = f"{refresh_id}.{uuid.uuid4()}"
-    await conn.execute(
-        _task.insert().values(
-            id=refresh_id,
-            virtual_machine_id=vm.id,
-            user_id=None,
-            enterprise_id=vm.enterprise_id,
-            type=TaskType.REFRESH.value,
-            state=TaskState.PENDING.value,
-            payload={"for": stuck.id},
-            created_at=now,
-            updated_at=now,
-        )
+    await queue_task(
+        conn,
+        vm,
+        TaskType.REFRESH,
+        [dc.JobType.REFRESH],
+        where,
+        user_id=None,
+        now=now,
+        payload={"for": stuck.id},
+        description=f"what became of task {stuck.id}",
     )
-    await conn.execute(
-        _job.insert().values(
-            id=job_id,
-            task_id=refresh_id,
-            sequence=0,
-            type=dc.JobType.REFRESH.value,
-            state=JobState.PENDING.value,
-            rollback_state=JobState.UNKNOWN.value,
-            description=f"what became of task {stuck.id}",
-            error="",
-            updated_at=now,
-        )
-    )
-    message = dc.VirtualFactoryTask(
-        task_id=refresh_id,
-        jobs=[
-            dc.Job(
-                id=job_id,
-                type=dc.JobType.REFRESH,
-                connection=where.connection,
-                definition=where.definition,
-            )
-        ],
-    )
-    await enqueue(conn, where.dc_uuid, VIRTUAL_FACTORY, message, now=now)
     # Asked now: not again before another stale_after without news.
     await conn.execute(_task.update().where(_task.c.id == stuck.id).values(updated_at=now))
 
@@ -267,19 +236,7 @@ async def retry_by_hand(
                 .order_by(_job.c.sequence)
             )
         ).all()
-        message = dc.VirtualFactoryTask(
-            task_id=stuck.id,
-            jobs=[
-                dc.Job(
-                    id=j.id,
-                    type=dc.JobType(j.type),
-                    connection=where.connection,
-                    definition=where.definition,
-                )
-                for j in jobs
-            ],
-        )
-        await enqueue(conn, where.dc_uuid, VIRTUAL_FACTORY, message, now=now)
+        await send_task(conn, stuck.id, [(j.id, dc.JobType(j.type)) for j in jobs], where, now=now)
         await conn.execute(_task.update().where(_task.c.id == stuck.id).values(updated_at=now))
         return str(stuck.id)
 
