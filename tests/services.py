@@ -45,6 +45,18 @@ def unavailable(service: str, why: str) -> None:
     pytest.skip(message)
 
 
+def require_tool(tool: str, package: str) -> str:
+    """The path of a command a test needs: without it the test is skipped or, with
+    CI=true, fails saying which Debian package brings it."""
+    found = shutil.which(tool)
+    if found is None:
+        message = f"{tool} is not installed; install it with: apt-get install {package}"
+        if CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return found
+
+
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

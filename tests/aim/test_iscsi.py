@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 
 from aim.iscsi import IscsiGroup, parse_initiator_name, valid_name
 from aim.settings import AimSettings, IscsiSettings
+from tests import services
 from tests.aim.conftest import serving
 
 IQN = "iqn.1993-08.org.debian:01:97f91ffc8e11"
@@ -92,10 +92,10 @@ async def test_initiator_iqn(contract: ModuleType, tmp_path: Path) -> None:
         assert (await code_of(client.getInitiatorIQN()))[0] == "ISCSI-IQN"
 
 
-@pytest.mark.skipif(shutil.which("iscsiadm") is None, reason="iscsiadm is not installed")
 async def test_rescan_with_the_real_iscsiadm_and_no_sessions(
     contract: ModuleType, tmp_path: Path
 ) -> None:
+    services.require_tool("iscsiadm", "open-iscsi")
     # Here no session is logged in: iscsiadm says "No session found." and exits 21,
     # which means nothing to rescan, a success.
     group = IscsiGroup(contract=contract, settings=settings(tmp_path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -96,11 +95,7 @@ def make_cert(name: str, ca: str, d: Path, *, server: bool) -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("openssl") is None:
-        message = "openssl is missing (apt-get install openssl)"
-        if services.CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    services.require_tool("openssl", "openssl")
     d = tmp_path_factory.mktemp("pki")
     make_ca("dc-ca", d)
     make_ca("other-ca", d)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +46,7 @@ Client = TestClient[web.Request, web.Application]
 
 def need_qemu_img() -> str:
     """qemu-img's path; skipped (failed with CI=true) when it is not installed."""
-    found = shutil.which("qemu-img")
-    if found is None:
-        message = "qemu-img is not installed; get it with: apt-get install qemu-utils"
-        if services.CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return found
+    return services.require_tool("qemu-img", "qemu-utils")
 
 
 async def run(*argv: str) -> None:

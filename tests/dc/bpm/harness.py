@@ -11,15 +11,12 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from abiquo_dc.bpm.service import BusinessProcessManager
 from abiquo_dc.bus import Bus
@@ -64,13 +61,7 @@ FINAL = {ConversionState.DONE, ConversionState.FAILED, ConversionState.CANCELLED
 
 def qemu_img() -> str:
     """qemu-img's path; skips (fails with CI=true) the test when it is not installed."""
-    found = shutil.which("qemu-img")
-    if found is None:
-        message = "qemu-img is not installed; install it with: apt-get install qemu-utils"
-        if services.CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return found
+    return services.require_tool("qemu-img", "qemu-utils")
 
 
 def driver(fmt: DiskFormat) -> str:

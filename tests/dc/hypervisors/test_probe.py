@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import ssl
 import subprocess
@@ -21,6 +20,7 @@ from aim import contract as aim_contract
 from aim.agent import AgentGroup
 from aim.server import ThriftServer
 from aim.settings import AimSettings, LibvirtSettings, ListenSettings
+from tests import services
 
 LOCAL = "127.0.0.1"
 
@@ -55,8 +55,7 @@ def ports(**given: int) -> ProbePorts:
 @pytest.fixture(scope="session")
 def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     """A server context with a self-signed certificate, as hypervisors ship."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is missing (apt-get install openssl)")
+    services.require_tool("openssl", "openssl")
     d: Path = tmp_path_factory.mktemp("probe-tls")
     subprocess.run(
         [
