@@ -111,15 +111,30 @@ async def test_an_administrator_settles_by_hand(
     assert await _vm_row(engine, one) == ("NOT_ALLOCATED", None, None)
     with pytest.raises(Conflict):
         await settle_by_hand(engine, one, succeeded=True, now=datetime.now(UTC))
-    # And a late DONE from the datacenter changes nothing any more.
+    # And a late DONE of every job from the datacenter changes nothing any more.
+    job = tables.job
     async with engine.connect() as conn:
         jobs = (
-            (await conn.execute(select(tables.job.c.id).where(tables.job.c.task_id == task_id)))
-            .scalars()
-            .all()
+            await conn.execute(select(job.c.id, job.c.type).where(job.c.task_id == task_id))
+        ).all()
+    assert len(jobs) == 2
+    for job_id, job_type in jobs:
+        await apply_notification(
+            engine,
+            dc.JobNotification(
+                dc_uuid="dc",
+                task_id=task_id,
+                job_id=job_id,
+                job_type=dc.JobType(job_type),
+                vm_uuid="vm",
+                state=dc.JobState.DONE,
+                at=datetime.now(UTC),
+            ),
+            now=datetime.now(UTC),
         )
-    assert jobs
-    assert (await _task(engine, task_id))[0] == "FINISHED_UNSUCCESSFULLY"
+    state, rows = await _task(engine, task_id)
+    assert state == "FINISHED_UNSUCCESSFULLY" and {r[1] for r in rows} == {"FAILED"}
+    assert await _vm_row(engine, one) == ("NOT_ALLOCATED", None, None)
 
 
 async def test_an_unanswered_refresh_is_not_piled_up(
