@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import os
 import random
 import socket
 import statistics
@@ -67,8 +68,8 @@ def _listen() -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
-    # The parent reads the port from the first line.
-    print(sock.getsockname()[1], flush=True)
+    # The parent reads the server's URL from the first line.
+    print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     return sock
 
 
@@ -107,25 +108,34 @@ def serve_baseline(one_size: int, page_size: int) -> None:
 
 @dataclass
 class Served:
+    """A server in a process of its own: this script (or `script`) run with `args`,
+    which prints the server's URL as its first line once it listens."""
+
     process: subprocess.Popen[str]
     url: str
 
     @classmethod
-    def start(cls, *args: str) -> Served:
+    def start(cls, *args: str, script: str = __file__) -> Served:
         process = subprocess.Popen(
-            [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
+            [sys.executable, script, *args], stdout=subprocess.PIPE, text=True
         )
         assert process.stdout is not None
-        port = process.stdout.readline().strip()
-        if not port.isdigit():
+        url = process.stdout.readline().strip()
+        if not url.startswith("http"):
             process.kill()
-            raise SystemExit(f"the server did not start: {port!r}")
-        return cls(process, f"http://127.0.0.1:{port}")
+            raise SystemExit(f"{args[0]} did not start: {url!r}")
+        return cls(process, url)
+
+    def cpu(self) -> float:
+        """User + system CPU seconds of the process (every thread) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.terminate()
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
 

@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import hashlib
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -71,7 +70,7 @@ import aiohttp
 import uvloop
 from sqlalchemy import insert
 
-from bench.api import create_database, drop_database
+from bench.api import Served, create_database, drop_database
 from bench.vfactory import direct, plan
 
 T = TypeVar("T")
@@ -171,37 +170,6 @@ def serve_dc(rabbitmq_url: str, redis_url: str, redis_prefix: str, state_dir: st
         return await serve(dc, on_ready=ready)
 
     return run_service(build)
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[str]
-    url: str
-
-    @classmethod
-    def start(cls, *args: str) -> Served:
-        process = subprocess.Popen(
-            [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
-        )
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        if not url.startswith("http"):
-            process.kill()
-            raise SystemExit(f"{args[0]} did not start: {url!r}")
-        return cls(process, url)
-
-    def cpu(self) -> float:
-        """User + system CPU seconds of the process (every thread) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # After the command's closing parenthesis: state is field 3, utime 14, stime 15.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 # ---------------------------------------------------------------- the services
@@ -595,9 +563,13 @@ def run(args: argparse.Namespace) -> int:
 
         uvloop.run(seed())
         with tempfile.TemporaryDirectory(prefix="abiquo-bench-deploy-") as tmp:
-            central = Served.start("serve-central", db_url, rabbitmq_url, f"{tmp}/central.key")
+            central = Served.start(
+                "serve-central", db_url, rabbitmq_url, f"{tmp}/central.key", script=__file__
+            )
             started.append(central)
-            dc = Served.start("serve-dc", rabbitmq_url, args.redis_url, redis_prefix, tmp)
+            dc = Served.start(
+                "serve-dc", rabbitmq_url, args.redis_url, redis_prefix, tmp, script=__file__
+            )
             started.append(dc)
             outcome, wall, cpu_central, cpu_dc = uvloop.run(measure(args, db_url, central, dc))
             for served in reversed(started):
