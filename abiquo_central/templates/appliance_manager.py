@@ -11,14 +11,30 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 
 from abiquo_central.templates.common import APPLIANCE_MANAGER_FAILED, INVALID_DOWNLOAD
+from abiquo_dc.protocol.templates import TemplateDefinition, TemplateStatus
 from abiquo_runtime.errors import InvalidInput, TemporaryError
 
 
 def templates_url(am_uri: str, enterprise_id: int) -> str:
     """Where the enterprise's templates are listed, downloaded and uploaded."""
     return f"{am_uri.rstrip('/')}/erepos/{enterprise_id}/templates"
+
+
+class ReportedTemplate(msgspec.Struct, kw_only=True):
+    """One template as the AM lists it when it rescans an enterprise's repository."""
+
+    ovf_id: str
+    status: TemplateStatus
+    progress: float = 0.0
+    error: str = ""
+    template: TemplateDefinition | None = None
+
+
+def rescan_url(am_uri: str, enterprise_id: int) -> str:
+    return f"{am_uri.rstrip('/')}/erepos/{enterprise_id}"
 
 
 def template_url(am_uri: str, enterprise_id: int, ovf_id: str) -> str:
@@ -83,3 +99,24 @@ async def delete(
             raise TemporaryError(await _message(response), code=APPLIANCE_MANAGER_FAILED)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _unreachable(exc) from None
+
+
+async def rescan(
+    session: aiohttp.ClientSession, am_uri: str, enterprise_id: int, *, timeout: float
+) -> list[ReportedTemplate]:
+    """Have the AM look at the enterprise's repository again; every template it holds."""
+    try:
+        async with session.post(
+            rescan_url(am_uri, enterprise_id), timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            if response.status != 200:
+                raise TemporaryError(await _message(response), code=APPLIANCE_MANAGER_FAILED)
+            body = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _unreachable(exc) from None
+    try:
+        return msgspec.json.decode(body, type=list[ReportedTemplate])
+    except msgspec.DecodeError as exc:
+        raise TemporaryError(
+            f"the Appliance Manager's listing does not read: {exc}", code=APPLIANCE_MANAGER_FAILED
+        ) from None

@@ -24,6 +24,7 @@ message rather than retrying it forever.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -213,6 +214,56 @@ async def _record_status(
             )
         else:
             await conn.execute(_tpl.update().where(_tpl.c.id == row.id).values(**values))
+
+
+async def reconcile_repository(
+    engine: AsyncEngine,
+    dc_uuid: str,
+    enterprise_id: int,
+    listed: Sequence[tuple[str, TemplateStatus, float, str, TemplateDefinition | None]],
+    *,
+    now: datetime,
+) -> None:
+    """Make the enterprise's templates in the datacenter what the AM `listed` (ovf id,
+    status, progress, error, definition): each applied as a report made `now`, and the
+    ones central holds but the AM does not removed (NOT_DOWNLOAD). What a report lost on
+    the way (a DC heard before it was registered) is caught up so."""
+    for ovf_id, status, progress, error, definition in listed:
+        await record_template_status(
+            engine,
+            TemplateStatusChanged(
+                dc_uuid=dc_uuid,
+                enterprise_id=str(enterprise_id),
+                ovf_id=ovf_id,
+                status=status,
+                progress=progress,
+                error=error,
+                template=definition,
+                at=now,
+            ),
+        )
+    there = {ovf_key(ovf_id) for ovf_id, *_ in listed}
+    dc = tables.datacenter
+    async with engine.connect() as conn:
+        held = (
+            await conn.execute(
+                select(_tpl.c.ovf_id, _tpl.c.ovf_key)
+                .join(dc, dc.c.id == _tpl.c.datacenter_id)
+                .where(_tpl.c.enterprise_id == enterprise_id, dc.c.uuid == dc_uuid)
+            )
+        ).all()
+    for row in held:
+        if row.ovf_key not in there:
+            await record_template_status(
+                engine,
+                TemplateStatusChanged(
+                    dc_uuid=dc_uuid,
+                    enterprise_id=str(enterprise_id),
+                    ovf_id=row.ovf_id,
+                    status=TemplateStatus.NOT_DOWNLOAD,
+                    at=now,
+                ),
+            )
 
 
 def conversion_id_of(text: str) -> int | None:

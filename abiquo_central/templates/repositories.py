@@ -16,8 +16,9 @@ from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
-from abiquo_central.templates.common import repository_not_found
+from abiquo_central.templates.common import NO_APPLIANCE_MANAGER, repository_not_found
 from abiquo_central.tenants.enterprises import get_enterprise
+from abiquo_runtime.errors import Conflict
 
 _dc = tables.datacenter
 _rs = tables.remote_service
@@ -34,6 +35,15 @@ class Repository:
     am_uri: str | None
     capacity_mb: int = 0
     remaining_mb: int = 0
+
+    def appliance_manager(self) -> str:
+        """The AM's URI; Conflict (AM-4) when the datacenter has none registered."""
+        if not self.am_uri:
+            raise Conflict(
+                f"Datacenter {self.datacenter_name} has no APPLIANCE_MANAGER remote service",
+                code=NO_APPLIANCE_MANAGER,
+            )
+        return self.am_uri
 
 
 def _select(enterprise_id: int, any_datacenter: bool) -> Select[Any]:

@@ -3,8 +3,9 @@ repository in each datacenter it may use.
 
 Reading needs APPLIB_VIEW, for one's own enterprise; with ENTERPRISE_ADMINISTER_ALL for
 any enterprise, and in every datacenter (without it, only those the enterprise has
-limits in). `PUT .../{dc}/actions/refresh` answers 204: central learns every change of a
-repository from its Appliance Manager's notifications, so there is nothing to re-read.
+limits in). Central learns every change of a repository from its Appliance Manager's
+reports; `PUT .../{dc}/actions/refresh` has the AM look at the repository again and makes
+central's templates what it lists, catching up on anything a report missed (204).
 
 Uploading a template is a multipart POST straight to the Appliance Manager, at the
 repository's `upload` link (its /am/erepos/{ent}/templates): central links to it rather
@@ -18,14 +19,16 @@ from aiohttp import web
 
 from abiquo_central.api.auth import principal
 from abiquo_central.api.endpoint import endpoint
-from abiquo_central.api.keys import ENGINE
+from abiquo_central.api.keys import CLOCK, ENGINE, HTTP_CLIENT, SETTINGS
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media
 from abiquo_central.api.model import Entity, Link
 from abiquo_central.api.params import path_id
 from abiquo_central.api.render import render, render_collection
+from abiquo_central.infrastructure.datacenters import reachable_datacenter
 from abiquo_central.templates import appliance_manager as am
 from abiquo_central.templates import repositories as domain
+from abiquo_central.templates.reports import reconcile_repository
 from abiquo_central.tenants.privileges import APPLIB_VIEW, ENTERPRISE_ADMINISTER_ALL
 
 TEMPLATES_MEDIA = Media.of("virtualmachinetemplate", xml="virtualMachineTemplate")
@@ -126,7 +129,27 @@ async def get_repository(request: web.Request) -> web.Response:
 
 @endpoint(privileges=[APPLIB_VIEW])
 async def refresh_repository(request: web.Request) -> web.Response:
-    await repository_of(request)
+    app = request.config_dict
+    repo = await repository_of(request)
+    dc = await reachable_datacenter(
+        app[ENGINE],
+        repo.datacenter_id,
+        now=app[CLOCK](),
+        liveness_timeout=app[SETTINGS].datacenters.liveness_timeout,
+    )
+    listed = await am.rescan(
+        app[HTTP_CLIENT],
+        repo.appliance_manager(),
+        repo.enterprise_id,
+        timeout=app[SETTINGS].datacenters.request_timeout,
+    )
+    await reconcile_repository(
+        app[ENGINE],
+        str(dc.uuid),  # reachable: its uuid is known
+        repo.enterprise_id,
+        [(t.ovf_id, t.status, t.progress, t.error, t.template) for t in listed],
+        now=app[CLOCK](),
+    )
     return web.Response(status=204)
 
 

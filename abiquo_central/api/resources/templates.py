@@ -47,7 +47,7 @@ from abiquo_central.infrastructure.datacenters import Datacenter, reachable_data
 from abiquo_central.templates import appliance_manager as am
 from abiquo_central.templates import conversions as conv
 from abiquo_central.templates import templates as domain
-from abiquo_central.templates.common import INVALID_DOWNLOAD, NO_APPLIANCE_MANAGER
+from abiquo_central.templates.common import INVALID_DOWNLOAD
 from abiquo_central.templates.repositories import Repository
 from abiquo_central.tenants.privileges import (
     APPLIB_ALLOW_MODIFY,
@@ -55,7 +55,7 @@ from abiquo_central.tenants.privileges import (
     APPLIB_VIEW,
 )
 from abiquo_dc.protocol.definitions import DiskFormat
-from abiquo_runtime.errors import Conflict, InvalidInput, NotFound
+from abiquo_runtime.errors import InvalidInput, NotFound
 
 URL_MAX = 1024
 
@@ -238,15 +238,6 @@ async def _reachable(request: web.Request, repo: Repository) -> Datacenter:
     )
 
 
-def _am_uri(repo: Repository) -> str:
-    if not repo.am_uri:
-        raise Conflict(
-            f"Datacenter {repo.datacenter_name} has no APPLIANCE_MANAGER remote service",
-            code=NO_APPLIANCE_MANAGER,
-        )
-    return repo.am_uri
-
-
 # -- templates ---------------------------------------------------------------------------
 
 
@@ -319,7 +310,7 @@ async def delete_template(request: web.Request) -> web.Response:
     await _reachable(request, repo)
     await am.delete(
         app[HTTP_CLIENT],
-        _am_uri(repo),
+        repo.appliance_manager(),
         repo.enterprise_id,
         found.ovf_id,
         timeout=app[SETTINGS].datacenters.request_timeout,
@@ -338,7 +329,7 @@ async def download_template(request: web.Request) -> web.Response:
     repo = await repository_of(request)
     url = _ovf_url(await read_entity(request, VirtualMachineTemplateRequest))
     await _reachable(request, repo)
-    am_uri = _am_uri(repo)
+    am_uri = repo.appliance_manager()
     ovf_id = await am.download(
         app[HTTP_CLIENT],
         am_uri,

@@ -90,7 +90,29 @@ async def fake_am() -> AsyncIterator[FakeAM]:
         received.append(("DELETE", request.match_info["ovf_id"], "", b""))
         return web.Response(status=204)
 
+    async def rescan(request: web.Request) -> web.Response:
+        received.append(("POST", request.raw_path, "", b""))
+        # What the repository holds: one template, which central never heard of.
+        return web.json_response(
+            [
+                {
+                    "ovf_id": "found/by-hand.ovf",
+                    "status": "DOWNLOAD",
+                    "progress": 100,
+                    "template": {
+                        "ovf_id": "found/by-hand.ovf",
+                        "name": "by hand",
+                        "disk_format": "QCOW2_SPARSE",
+                        "disk_path": "1/found/disk.qcow2",
+                        "disk_file_size": 10,
+                        "virtual_size": 100,
+                    },
+                }
+            ]
+        )
+
     app = web.Application()
+    app.router.add_post("/am/erepos/{ent}", rescan)
     app.router.add_post("/am/erepos/{ent}/templates", add)
     app.router.add_delete("/am/erepos/{ent}/templates/{ovf_id:.+}", delete)
     server = TestServer(app)
@@ -239,8 +261,15 @@ async def test_repositories_in_json_and_xml(
         "Repo DC",
         fake_am.url,
     )
+    # A template central holds but the AM no longer has, and one it has that central
+    # never heard of: a refresh makes central's list the AM's.
+    await _downloaded(engine, world.ent, "gone/old.ovf", "old", DiskFormat.RAW)
     refreshed = await api.put(f"{world.base}/actions/refresh", headers=ADMIN)
     assert refreshed.status == 204
+    assert ("POST", f"/am/erepos/{world.ent}", "", b"") in fake_am.received
+    listed = await api.get(f"{world.base}/virtualmachinetemplates", headers=ADMIN)
+    names = [t["name"] for t in (await listed.json(content_type=None))["collection"]]
+    assert names == ["by hand"]
 
     # Without APPLIB_VIEW: 403; another enterprise's: 404; a datacenter it has no
     # limits in is no repository of it.
