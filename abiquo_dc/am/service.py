@@ -7,10 +7,10 @@ taken (packages.py), qemu-img (qemu.py) and the HTTP routes (http.py).
 
 Templates arrive three ways: downloaded from a URL (an OVF package, often listed by a
 remote catalogue), uploaded (metadata and a disk), or registered from a VM's disk that
-vfactory copied back into the repository (an instance, `register_instance`). Every
-change of a template's status is recorded in the store and published on the bus as a
-`TemplateStatusChanged` (which the link forwards to central); download progress at most
-once a second or every 5%.
+vfactory copied back into the repository (an instance, `register_instance`, which
+vfactory asks for on the bus with RegisterInstance). Every change of a template's status
+is recorded in the store and published on the bus as a `TemplateStatusChanged` (which
+the link forwards to central); download progress at most once a second or every 5%.
 
 A download goes on in the background, at most `max_downloads` at once. Stopped (the DC
 stops, or its attempts are spent on a dropped connection), its partial files stay in
@@ -67,8 +67,9 @@ from abiquo_dc.am.repository import (
 )
 from abiquo_dc.am.status import MemoryStatusStore, StatusStore, TemplateState
 from abiquo_dc.am.uploads import Upload, read_info, receive_disk
-from abiquo_dc.bus import Bus
+from abiquo_dc.bus import Bus, Unsubscribe
 from abiquo_dc.protocol.definitions import DiskFormat
+from abiquo_dc.protocol.jobs import InstanceRegistered, RegisterInstance
 from abiquo_dc.protocol.templates import (
     TemplateDefinition,
     TemplateStatus,
@@ -143,6 +144,7 @@ class ApplianceManager(Subsystem):
         self._jobs: dict[Key, asyncio.Task[None] | None] = {}
         # When each template's progress was last sent, and at what percentage.
         self._sent: dict[Key, tuple[float, float]] = {}
+        self._unserve: list[Unsubscribe] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -170,8 +172,12 @@ class ApplianceManager(Subsystem):
         if self.repository is not None:
             await self._resume_downloads()
             self.tasks.spawn(self._scan_all(), name="scan")
+        # Served without a repository too: vfactory then hears that there is none.
+        self._unserve.append(self.bus.serve(RegisterInstance, self.on_register_instance))
 
     async def teardown(self) -> None:
+        while self._unserve:
+            self._unserve.pop()()
         self._jobs.clear()
         self._sent.clear()
         session, self._session = self._session, None
@@ -635,6 +641,17 @@ class ApplianceManager(Subsystem):
         finally:
             self._jobs.pop(key, None)
         return state
+
+    async def on_register_instance(self, message: RegisterInstance) -> InstanceRegistered:
+        state = await self.register_instance(
+            message.enterprise_id,
+            message.disk_path,
+            message.name,
+            description=message.description,
+        )
+        # register_instance answers only DOWNLOAD states, which carry their definition.
+        assert state.template is not None
+        return InstanceRegistered(template=state.template)
 
     # -- rescanning and deleting -------------------------------------------------------
 

@@ -52,6 +52,13 @@ class VmAlreadyExists(Conflict):
     code = "HV-VM-EXISTS"
 
 
+class DiskInRepository(Conflict):
+    """copy_disk_to_repository's destination exists: a copy never replaces a file there
+    (a template's disk, or an earlier copy)."""
+
+    code = "HV-DISK-EXISTS"
+
+
 class WrongState(Conflict):
     """The VM is not in a state that allows the operation (reset of a powered-off VM)."""
 
@@ -227,7 +234,9 @@ class Driver(abc.ABC):
     async def copy_disk_to_repository(
         self, definition: VirtualMachineDefinition, disk_index: int, repository_path: str
     ) -> None:
-        """Copy a powered-off VM's disk back to the repository (an instance)."""
+        """Copy a powered-off VM's disk back to the repository (an instance).
+
+        DiskInRepository when `repository_path` exists; what is there is left as it is."""
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[VmEvent]:

@@ -44,6 +44,7 @@ from abiquo_dc.hypervisors.aim_domains import AimDomains
 from abiquo_dc.hypervisors.base import (
     Capabilities,
     Datastore,
+    DiskInRepository,
     Driver,
     DriverFailure,
     HostInfo,
@@ -404,13 +405,21 @@ class KvmDriver(Driver):
             if await self._power_state(definition.uuid) != PowerState.OFF:
                 raise WrongState(f"{definition.uuid} must be off to copy its disks")
         datastore, name = disk_name(definition, disk_index)
-        await self._call(
-            "copyFromDatastoreToRepository",
-            name,
-            datastore,
-            repository_path,
-            timeout=max(self.timeout, 3600.0),
-        )
+        try:
+            await self._call(
+                "copyFromDatastoreToRepository",
+                name,
+                datastore,
+                repository_path,
+                timeout=max(self.timeout, 3600.0),
+            )
+        except AimFailure as exc:
+            # Translated here rather than in the AIM client: RIMP-EXISTS means "the
+            # repository has that file" only for this call (renameDisk, say, answers it
+            # of a datastore's file).
+            if exc.aim_code == "RIMP-EXISTS":
+                raise DiskInRepository(f"{repository_path}: {exc.message}") from exc
+            raise
 
     # -- events --------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from enum import StrEnum
 from abiquo_dc.hypervisors.base import (
     Capabilities,
     Datastore,
+    DiskInRepository,
     Driver,
     DriverFailure,
     HostInfo,
@@ -653,6 +654,8 @@ class SimulatorDriver(Driver):
         disks = host.vm(definition.uuid).definition.disks
         if not 0 <= disk_index < len(disks):
             raise InvalidDefinition(f"VM {definition.uuid} has no disk {disk_index}")
+        if repository_path in host.repository:
+            raise DiskInRepository(f"{repository_path} is in the repository already")
         host.repository[repository_path] = disks[disk_index].size_bytes
 
     def events(self) -> AsyncIterator[VmEvent]:

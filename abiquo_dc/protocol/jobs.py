@@ -11,8 +11,9 @@ Every job has an id central chose: the DC runs a job once however many times its
 delivered, and a notification sent again (after a crash) keeps its `message_id`, so
 central recognises the repeat.
 
-On the DC's own bus, vfactory asks the BPM to convert a disk (`ConvertDisk`) and asks for
-a DHCP reservation (`DhcpReservationRequested`, which may go unanswered).
+On the DC's own bus, vfactory asks the BPM to convert a disk (`ConvertDisk`), asks for
+a DHCP reservation (`DhcpReservationRequested`, which may go unanswered), and asks the
+Appliance Manager to make a template of a disk a SNAPSHOT copied back (`RegisterInstance`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from abiquo_dc.protocol.definitions import (
 )
 from abiquo_dc.protocol.envelope import Message
 from abiquo_dc.protocol.queues import NOTIFICATIONS
+from abiquo_dc.protocol.templates import TemplateDefinition
 
 
 class JobType(StrEnum):
@@ -65,10 +67,19 @@ FINAL_STATES = frozenset(
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a SNAPSHOT job copies which disk: relative to the repository."""
+    """Where a SNAPSHOT job copies which disk: relative to the repository.
+
+    With a `template_name`, the copy becomes a template of enterprise `enterprise_id`
+    (an instance): `repository_path` is then <enterprise>/<directory>/<file>, in a
+    directory of the task's own, so that a copy found there already is this job's
+    (from a run a crash cut short) and is kept rather than made again.
+    """
 
     repository_path: str
     disk_index: int = 0
+    enterprise_id: str = ""
+    template_name: str = ""
+    template_description: str = ""
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +134,8 @@ class JobNotification(Message, tag="job_notification", frozen=True, kw_only=True
     error_message: str = ""
     # REFRESH's DONE: the VM's power state as the hypervisor reports it.
     observed: ObservedState | None = None
+    # SNAPSHOT's DONE, when the copy became a template: that template.
+    template: TemplateDefinition | None = None
     at: datetime
 
 
@@ -144,6 +157,23 @@ class ConvertDisk(Message, tag="convert_disk", frozen=True, kw_only=True):
 class DiskConverted(Message, tag="disk_converted", frozen=True, kw_only=True):
     repository_path: str
     format: DiskFormat
+
+
+class RegisterInstance(Message, tag="register_instance", frozen=True, kw_only=True):
+    """vfactory → AM: make a template of a disk a SNAPSHOT copied into the repository.
+
+    Answered with InstanceRegistered; asked again for the same disk, with what was
+    registered the first time."""
+
+    enterprise_id: str
+    # Relative to the repository: <enterprise>/<directory>/<file>.
+    disk_path: str
+    name: str
+    description: str = ""
+
+
+class InstanceRegistered(Message, tag="instance_registered", frozen=True, kw_only=True):
+    template: TemplateDefinition
 
 
 class DhcpReservationRequested(

@@ -2,9 +2,10 @@
 
 Drivers make "reaching the state the VM is in already" a success (power_on of a running
 VM, deconfigure of a VM that is gone), so a job run again after a crash or a
-redelivery does no harm, with two exceptions handled here: CONFIGURE of a VM that exists
-(the earlier run made it: success, nothing copied again) and RESET, which cannot be
-observed and is not repeated once it may have happened.
+redelivery does no harm, with three exceptions handled here: CONFIGURE of a VM that
+exists (the earlier run made it: success, nothing copied again), SNAPSHOT of an instance
+whose copy is there (likewise) and RESET, which cannot be observed and is not repeated
+once it may have happened.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from abiquo_dc.hypervisors.base import Driver, PowerState, VmAlreadyExists, VmNotFound
+from abiquo_dc.hypervisors.base import (
+    DiskInRepository,
+    Driver,
+    PowerState,
+    VmAlreadyExists,
+    VmNotFound,
+)
 from abiquo_dc.protocol.definitions import VirtualMachineDefinition
 from abiquo_dc.protocol.jobs import Job, JobType, ObservedState
 from abiquo_runtime.errors import InvalidInput
@@ -60,6 +67,8 @@ def validate(job: Job) -> None:
             raise InvalidInput(f"SNAPSHOT job {job.id} says nowhere to copy the disk")
         if not 0 <= job.snapshot.disk_index < len(job.definition.disks):
             raise InvalidInput(f"SNAPSHOT job {job.id}: the VM has no such disk")
+        if job.snapshot.template_name and not job.snapshot.enterprise_id:
+            raise InvalidInput(f"SNAPSHOT job {job.id}: a template needs its enterprise")
 
 
 async def observe(driver: Driver, uuid: str) -> ObservedState:
@@ -96,10 +105,20 @@ async def perform(driver: Driver, job: Job, prepare: Prepare) -> ObservedState |
         case JobType.RESUME:
             await driver.resume(d.uuid)
         case JobType.SNAPSHOT:
-            assert job.snapshot is not None  # validate() saw to it
-            await driver.copy_disk_to_repository(
-                d, job.snapshot.disk_index, job.snapshot.repository_path
-            )
+            snapshot = job.snapshot
+            assert snapshot is not None  # validate() saw to it
+            try:
+                await driver.copy_disk_to_repository(
+                    d, snapshot.disk_index, snapshot.repository_path
+                )
+            except DiskInRepository:
+                # An instance's destination is in a directory of its task's own, and a
+                # copy appears there only whole (the AIM writes a hidden temporary beside
+                # it and links it in under its name once complete and synced; the
+                # simulator stores it at once): a disk found there is this job's, from a
+                # run a crash cut short. Without a template the path is anyone's: refused.
+                if not snapshot.template_name:
+                    raise
         case JobType.REFRESH:
             return await observe(driver, d.uuid)
     return None

@@ -10,13 +10,18 @@ had started is first looked for on the hypervisor (operations.in_effect) and rep
 DONE if its effect is there, or run again; an interrupted undo is run again (undos are
 idempotent); what was finished is skipped.
 
-Errors: a TemporaryError (the host did not answer, the BPM is not there yet) is retried
-with backoff up to `attempts` times; anything else fails the job at once with its code.
+A SNAPSHOT whose snapshot names a template (an instance) is DONE once the Appliance
+Manager made a template of the copy, and its DONE says which. Run again after a crash,
+it finds its copy there (operations.perform keeps it) and asks again, which the AM
+answers with what it registered the first time.
+
+Errors: a TemporaryError (the host did not answer, the BPM or the AM is not there yet)
+is retried with backoff up to `attempts` times (retry.py); anything else fails the job
+at once with its code.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -33,15 +38,19 @@ from abiquo_dc.protocol.jobs import (
     ConvertDisk,
     DhcpReservationRequested,
     DiskConverted,
+    InstanceRegistered,
     Job,
     JobNotification,
     JobState,
+    JobType,
     ObservedState,
+    RegisterInstance,
 )
+from abiquo_dc.protocol.templates import TemplateDefinition
 from abiquo_dc.vfactory import operations
 from abiquo_dc.vfactory.journal import JobJournal, Pending, Phase, TaskRecord
 from abiquo_dc.vfactory.limits import HostSlots, VmLocks
-from abiquo_runtime.backoff import Backoff
+from abiquo_dc.vfactory.retry import RetryPolicy, retrying
 from abiquo_runtime.correlation import correlation
 from abiquo_runtime.errors import AbiquoError, TemporaryError
 
@@ -59,10 +68,14 @@ class ConversionUnavailable(TemporaryError):
     code = "VF-BPM-UNAVAILABLE"
 
 
-class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    attempts: int = 5
-    initial: float = 1.0
-    maximum: float = 30.0
+class RegistrationUnavailable(TemporaryError):
+    """Nothing serves RegisterInstance: the Appliance Manager is not running.
+
+    For now, as long as the retries last: after a restart vfactory resumes its tasks
+    while the AM may still be starting (its repository not mounted yet, its store not
+    open), and a resumed instance reaches its registration at once."""
+
+    code = "VF-AM-UNAVAILABLE"
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
@@ -84,6 +97,7 @@ class TaskRunner:
         slots: HostSlots,
         retry: RetryPolicy | None = None,
         conversion_timeout: float = 3600.0,
+        registration_timeout: float = 300.0,
     ) -> None:
         self.dc_uuid = dc_uuid
         self.journal = journal
@@ -93,6 +107,9 @@ class TaskRunner:
         self.slots = slots
         self.retry = retry or RetryPolicy()
         self.conversion_timeout = conversion_timeout
+        # The AM reads the copy's facts with qemu-img and writes its envelope: a while
+        # on a slow NFS repository, never hours.
+        self.registration_timeout = registration_timeout
         self.vm_locks = VmLocks()
 
     # -- a task --------------------------------------------------------------------------
@@ -142,6 +159,7 @@ class TaskRunner:
         if not resumed:
             await self.notify(record, job, JobState.START)
         observed: ObservedState | None = None
+        template: TemplateDefinition | None = None
         try:
             if resumed and await self._on_host(job, lambda d: operations.in_effect(d, job)):
                 bound.info("job had taken effect before the restart")
@@ -149,6 +167,7 @@ class TaskRunner:
                 observed = await self._on_host(
                     job, lambda d: operations.perform(d, job, self._prepare)
                 )
+            template = await self._register(job)
         except Exception as exc:
             code, message = describe(exc)
             if not isinstance(exc, AbiquoError):
@@ -157,7 +176,7 @@ class TaskRunner:
                 bound.warning("job failed", code=code, error=message)
             await self.notify(record, job, JobState.FAILED, error_code=code, error_message=message)
             return False
-        await self.notify(record, job, JobState.DONE, observed=observed)
+        await self.notify(record, job, JobState.DONE, observed=observed, template=template)
         return True
 
     async def _undo_job(self, record: TaskRecord, job: Job, *, resumed: bool) -> None:
@@ -176,29 +195,17 @@ class TaskRunner:
 
     async def _on_host(self, job: Job, action: Callable[[Driver], Awaitable[T]]) -> T:
         """`action` on the job's host within the limits, retried while failing for now."""
-        backoff = Backoff(initial=self.retry.initial, maximum=self.retry.maximum)
-        attempt = 1
-        while True:
+
+        async def attempt() -> T:
             try:
                 async with self.slots.slot(job.connection.address):
                     driver = await self.pool.get(job.connection)
                     return await action(driver)
-            except TemporaryError as exc:
-                if isinstance(exc, HostUnreachable):
-                    await self.pool.discard(job.connection)
-                if attempt >= self.retry.attempts:
-                    raise
-                delay = backoff.next_delay()
-                log.warning(
-                    "job failed for now; retrying",
-                    job=job.id,
-                    attempt=attempt,
-                    error=exc.message,
-                    retry_in=round(delay, 2),
-                )
-                attempt += 1
-                # Outside the slots: a host that is away holds none while we wait.
-                await asyncio.sleep(delay)
+            except HostUnreachable:
+                await self.pool.discard(job.connection)
+                raise
+
+        return await retrying(attempt, self.retry, job=job.id, peer="host")
 
     # -- CONFIGURE's preparations ----------------------------------------------------------
 
@@ -247,6 +254,35 @@ class TaskRunner:
             disk, repository_path=reply.repository_path, format=reply.format
         )
 
+    # -- SNAPSHOT's template ---------------------------------------------------------------
+
+    async def _register(self, job: Job) -> TemplateDefinition | None:
+        """The template the AM made of a SNAPSHOT's copy, when the job asks for one."""
+        snapshot = job.snapshot
+        if job.type is not JobType.SNAPSHOT or snapshot is None or not snapshot.template_name:
+            return None
+        request = RegisterInstance(
+            enterprise_id=snapshot.enterprise_id,
+            disk_path=snapshot.repository_path,
+            name=snapshot.template_name,
+            description=snapshot.template_description,
+        )
+
+        async def attempt() -> TemplateDefinition:
+            try:
+                reply = await self.bus.request(request, timeout=self.registration_timeout)
+            except NoHandler:
+                raise RegistrationUnavailable(
+                    f"{snapshot.repository_path} was copied, but the appliance manager that"
+                    " makes a template of it is not running"
+                ) from None
+            if not isinstance(reply, InstanceRegistered):
+                raise DriverFailure(f"the AM answered {type(reply).__name__} to a registration")
+            return reply.template
+
+        # Outside the host's slots: the host's part is done.
+        return await retrying(attempt, self.retry, job=job.id, peer="am")
+
     # -- notifications ---------------------------------------------------------------------
 
     async def notify(
@@ -258,6 +294,7 @@ class TaskRunner:
         error_code: str = "",
         error_message: str = "",
         observed: ObservedState | None = None,
+        template: TemplateDefinition | None = None,
     ) -> None:
         """Journal the job's new state with its notification, then send it and wait for
         the broker's confirm: what is journaled and not confirmed is sent again at start."""
@@ -272,6 +309,7 @@ class TaskRunner:
                 error_code=error_code,
                 error_message=error_message,
                 observed=observed,
+                template=template,
                 at=datetime.now(UTC),
             )
         )

@@ -30,7 +30,8 @@ from abiquo_dc.subsystem import Subsystem
 from abiquo_dc.vfactory import operations
 from abiquo_dc.vfactory.journal import JobJournal, TaskRecord
 from abiquo_dc.vfactory.limits import HostSlots
-from abiquo_dc.vfactory.runner import Publish, RetryPolicy, TaskRunner
+from abiquo_dc.vfactory.retry import RetryPolicy
+from abiquo_dc.vfactory.runner import Publish, TaskRunner
 from abiquo_runtime.backoff import Backoff
 from abiquo_runtime.errors import InvalidInput, TemporaryError
 

@@ -19,7 +19,8 @@ What the suite expects beyond base.py's docstrings:
   waits `Host.events_settle` seconds (for streams that subscribe lazily), then powers a
   VM on and off, and expects POWER_ON and POWER_OFF for it within `Host.event_timeout`.
 - Operations the capabilities deny (pause, shutdown, ...) are skipped, not expected to
-  raise.
+  raise. No flag denies copy_disk_to_repository: every driver copies a powered-off VM's
+  disk back, and refuses with DiskInRepository to copy over a file there.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import pytest
 from msgspec.structs import replace
 
 from abiquo_dc.hypervisors.base import (
+    DiskInRepository,
     Driver,
     InvalidDefinition,
     PowerState,
@@ -51,6 +53,7 @@ __all__ = [
     "test_contract_bad_definition_is_invalid",
     "test_contract_configure_shows_vm_off",
     "test_contract_configure_twice_conflicts",
+    "test_contract_copy_to_the_repository_never_replaces",
     "test_contract_deconfigure_removes_vm_and_disk",
     "test_contract_events_for_power_changes",
     "test_contract_get_unknown_vm",
@@ -137,6 +140,17 @@ async def test_contract_configure_twice_conflicts(driver_under_test: DriverUnder
     async with configured(driver_under_test) as vm:
         with pytest.raises(VmAlreadyExists):
             await driver_under_test.driver.configure(vm)
+
+
+async def test_contract_copy_to_the_repository_never_replaces(
+    driver_under_test: DriverUnderTest,
+) -> None:
+    driver = driver_under_test.driver
+    async with configured(driver_under_test) as vm:
+        destination = f"1/instance-{vm.uuid}/disk"
+        await driver.copy_disk_to_repository(vm, 0, destination)
+        with pytest.raises(DiskInRepository):
+            await driver.copy_disk_to_repository(vm, 0, destination)
 
 
 async def test_contract_power_on_off(driver_under_test: DriverUnderTest) -> None:

@@ -128,14 +128,20 @@ async def running_factory(
     sent: list[JobNotification] | None = None,
     publish: Callable[[JobNotification], object] | None = None,
     hosts: Iterable[str] = ("10.0.0.1",),
+    prepare_bus: Callable[[Bus], object] | None = None,
 ) -> AsyncIterator[Harness]:
-    """A running VirtualFactory on the simulator; stopped (not finished) on the way out."""
+    """A running VirtualFactory on the simulator; stopped (not finished) on the way out.
+
+    `prepare_bus` is given the bus before the factory starts: what it serves there is
+    there for the tasks the factory resumes as it starts."""
     own_cloud = cloud is None
     cloud = cloud or SimulatedCloud()
     for address in hosts:
         if address not in cloud.hosts:
             cloud.add_host(address)
     bus = Bus(name="test.bus")
+    if prepare_bus is not None:
+        prepare_bus(bus)
     collected: list[JobNotification] = [] if sent is None else sent
     opened: list[str] = []
 

@@ -1,5 +1,6 @@
 """VM tasks from a test playing central, over the real RabbitMQ, to a whole datacenter
-whose KVM driver works through a real AIM over libvirt's test driver."""
+whose KVM driver works through a real AIM over libvirt's test driver. The datacenter's
+repository is the AIM's, as hosts and datacenter share one NFS repository."""
 
 from __future__ import annotations
 
@@ -15,19 +16,21 @@ import pytest
 
 from abiquo_central.link import CentralLink
 from abiquo_dc.app import Datacenter, build_datacenter
-from abiquo_dc.protocol.definitions import VirtualMachineDefinition
+from abiquo_dc.protocol.definitions import DiskFormat, RepositoryDisk, VirtualMachineDefinition
 from abiquo_dc.protocol.jobs import (
     Job,
     JobNotification,
     JobState,
     JobType,
+    Snapshot,
     VirtualFactoryTask,
 )
-from abiquo_dc.settings import DatacenterSettings, DCSettings
+from abiquo_dc.protocol.templates import TemplateStatus, TemplateStatusChanged
+from abiquo_dc.settings import DatacenterSettings, DCSettings, RepositorySettings
 from abiquo_runtime.messaging.amqp import AmqpTransport
 from abiquo_runtime.settings import HttpSettings, RabbitSettings, ShutdownSettings
 from abiquo_runtime.shutdown import run_stages
-from tests.dc.hypervisors.kvm_host import KvmHost
+from tests.dc.hypervisors.kvm_host import MARK_FILE, KvmHost
 from tests.dc.hypervisors.kvm_host import kvm_host as kvm_host
 from tests.dc.hypervisors.kvm_host import private_libvirtd as private_libvirtd
 from tests.dc.vfactory.harness import fast_settings
@@ -120,6 +123,7 @@ async def central(kvm_host: KvmHost, rabbitmq_url: str, tmp_path: Path) -> Async
         ),
         http=HttpSettings(host="127.0.0.1", port=0),
         rabbitmq=RabbitSettings(url=rabbitmq_url),
+        repository=RepositorySettings(path=str(kvm_host.repository), mark_file=MARK_FILE),
         shutdown=ShutdownSettings(drain_timeout=5, close_timeout=5, stop_accepting_timeout=1),
         vfactory=fast_settings(driver_timeout=10.0),
     )
@@ -214,3 +218,47 @@ async def test_the_same_task_twice_makes_one_domain(central: Central) -> None:
         return [dom.name() for dom in conn.listAllDomains(0) if dom.name() == d.name]
 
     assert await central.host.libvirt.call(named, central.host.libvirt.conn) == [d.name]
+
+
+async def test_a_snapshot_with_a_name_becomes_a_template_of_its_enterprise(
+    central: Central,
+) -> None:
+    host = central.host
+    d = host.definition()
+    await central.run((JobType.CONFIGURE, d))
+    directory = f"instance-{uuid.uuid4().hex[:12]}"
+    snapshot = Snapshot(
+        repository_path=f"1/{directory}/disk",
+        enterprise_id="1",
+        template_name="golden",
+        template_description="a copy of " + d.name,
+    )
+    sent = await central.run((JobType.SNAPSHOT, d), snapshot=snapshot)
+    assert states(sent) == [("SNAPSHOT", "START"), ("SNAPSHOT", "DONE")]
+    template = sent[-1].template
+    assert template is not None
+    assert (template.ovf_id, template.name, template.disk_path) == (
+        f"{directory}/disk.ovf",
+        "golden",
+        f"1/{directory}/disk",
+    )
+    # The AIM's copy, read by the datacenter's AM with qemu-img.
+    copy = host.repository / "1" / directory / "disk"
+    source = d.disks[0]
+    assert isinstance(source, RepositoryDisk)
+    assert copy.read_bytes() == (host.repository / source.repository_path).read_bytes()
+    assert template.disk_format is DiskFormat.RAW
+    assert template.disk_file_size == copy.stat().st_size
+    assert (host.repository / "1" / directory / "disk.ovf").is_file()
+
+    def announced(_: object) -> bool:
+        return any(
+            isinstance(m, TemplateStatusChanged)
+            and m.ovf_id == template.ovf_id
+            and m.status is TemplateStatus.DOWNLOAD
+            for m in central.received.messages
+        )
+
+    # The AM tells central of it as of any template, besides the job's DONE.
+    await central.received.wait_for(announced, timeout=10)
+    await central.run((JobType.DECONFIGURE, d))
