@@ -7,6 +7,10 @@ checked one after the other, and together they never pass a hard limit. Past a h
 limit the deploy is refused (409 LIMIT-7); past a soft one it is refused too (409
 LIMIT-8) unless the caller forces it (`forceEnterpriseSoftLimits`), and then a warning
 is recorded.
+
+A private network counts against the VLAN limits of the same three scopes when it is
+made (its VDC's default one included), checked the same way under the same lock; there
+is no forcing a network, so past a soft VLAN limit it is made and a warning recorded.
 """
 
 from __future__ import annotations
@@ -67,21 +71,37 @@ async def _used(conn: AsyncConnection, *where: Any) -> dict[str, int]:
     return {name: int(getattr(row, name)) for name, _, _ in RESOURCES}
 
 
-def _check(scope: str, limits: Any, used: dict[str, int], force_soft: bool) -> list[Crossed]:
+async def lock_enterprise(conn: AsyncConnection, enterprise_id: int) -> Any:
+    """The enterprise's row, locked for the transaction (None when there is none): what
+    checks against its limits are serialised on."""
+    return (
+        await conn.execute(select(_ent).where(_ent.c.id == enterprise_id).with_for_update())
+    ).one_or_none()
+
+
+def _check(
+    scope: str,
+    limits: Any,
+    used: dict[str, int],
+    force_soft: bool,
+    *,
+    resources: tuple[tuple[str, str, str], ...] = RESOURCES,
+    adding: str = "this virtual machine",
+) -> list[Crossed]:
     crossed = []
-    for name, _, unit in RESOURCES:
+    for name, _, unit in resources:
         soft, hard = getattr(limits, f"{name}_soft"), getattr(limits, f"{name}_hard")
         if hard and used[name] > hard:
             raise LimitExceeded(
                 f"The {scope}'s hard limit of {hard} {unit} would be passed "
-                f"({used[name]} with this virtual machine)",
+                f"({used[name]} with {adding})",
                 code=HARD_LIMIT,
             )
         if soft and used[name] > soft:
             if not force_soft:
                 raise LimitExceeded(
                     f"The {scope}'s soft limit of {soft} {unit} would be passed "
-                    f"({used[name]} with this virtual machine): force it to go on",
+                    f"({used[name]} with {adding}): force it to go on",
                     code=SOFT_LIMIT,
                 )
             crossed.append(Crossed(scope, unit, used[name], soft))
@@ -100,9 +120,7 @@ async def check_deploy_limits(
             .where(_vm.c.id == vm_id)
         )
     ).one()
-    enterprise = (
-        await conn.execute(select(_ent).where(_ent.c.id == vm.enterprise_id).with_for_update())
-    ).one()
+    enterprise = await lock_enterprise(conn, vm.enterprise_id)
     crossed = _check(
         "enterprise",
         enterprise,
@@ -127,4 +145,51 @@ async def check_deploy_limits(
     crossed += _check(
         "virtual datacenter", vdc, await _used(conn, _vm.c.vdc_id == vm.vdc_id), force_soft
     )
+    return crossed
+
+
+_VLANS = (("vlans", "", "VLANs"),)
+
+
+async def _vlans(conn: AsyncConnection, *where: Any) -> dict[str, int]:
+    """How many private networks the VDCs matching `where` have."""
+    count = (
+        await conn.execute(
+            select(func.count())
+            .select_from(tables.vlan.join(_vdc, _vdc.c.id == tables.vlan.c.vdc_id))
+            .where(*where)
+        )
+    ).scalar_one()
+    return {"vlans": int(count)}
+
+
+async def check_vlan_limits(conn: AsyncConnection, vdc_id: int) -> list[Crossed]:
+    """Before a private network is made in the VDC: LimitExceeded when one more passes a
+    hard VLAN limit of its enterprise, of its enterprise in its datacenter, or its own;
+    the soft limits it passes."""
+    vdc = (await conn.execute(select(_vdc).where(_vdc.c.id == vdc_id))).one()
+    enterprise = await lock_enterprise(conn, vdc.enterprise_id)
+
+    async def check(scope: str, limits: Any, *where: Any) -> list[Crossed]:
+        used = await _vlans(conn, *where)
+        one_more = {"vlans": used["vlans"] + 1}
+        return _check(scope, limits, one_more, True, resources=_VLANS, adding="this network")
+
+    crossed = await check("enterprise", enterprise, _vdc.c.enterprise_id == vdc.enterprise_id)
+    in_dc = (
+        await conn.execute(
+            select(_lim).where(
+                _lim.c.enterprise_id == vdc.enterprise_id,
+                _lim.c.datacenter_id == vdc.datacenter_id,
+            )
+        )
+    ).one_or_none()
+    if in_dc is not None:
+        crossed += await check(
+            "enterprise's datacenter",
+            in_dc,
+            _vdc.c.enterprise_id == vdc.enterprise_id,
+            _vdc.c.datacenter_id == vdc.datacenter_id,
+        )
+    crossed += await check("virtual datacenter", vdc, _vdc.c.id == vdc_id)
     return crossed

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Row, and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from abiquo_central.allocation.limits import check_vlan_limits
 from abiquo_central.cloud.access import Scope, fetch_vdc_row
 from abiquo_central.cloud.addressing import (
     INVALID_NETWORK,
@@ -31,7 +32,7 @@ from abiquo_central.cloud.addressing import (
 from abiquo_central.db import tables
 from abiquo_central.db.paging import Page, PageRequest, fetch_page
 from abiquo_central.db.rows import inserted_id, taken
-from abiquo_central.events import Action, Actor, Component, record_action
+from abiquo_central.events import Action, Actor, Component, Severity, record_action
 from abiquo_runtime.errors import Conflict, NotFound
 
 NETWORK_NOT_FOUND = "VLAN-0"
@@ -174,9 +175,13 @@ async def insert_network(
     hypervisor_type: str,
     spec: NetworkSpec,
     is_default: bool,
+    actor: Actor,
 ) -> Network:
-    """The network and its addresses, in `conn`'s transaction. An IntegrityError means a
-    concurrent creation took the tag or a MAC: retry the whole transaction."""
+    """The network and its addresses, in `conn`'s transaction, within the VLAN limits
+    (LimitExceeded past a hard one; past a soft one, a warning is recorded). An
+    IntegrityError means a concurrent creation took the tag or a MAC: retry the whole
+    transaction."""
+    crossed = await check_vlan_limits(conn, vdc_id)
     tag = await _free_tag(conn, datacenter_id)
     vlan_id = inserted_id(
         await conn.execute(
@@ -205,6 +210,17 @@ async def insert_network(
             for host, mac in zip(hosts, macs, strict=True)
         ],
     )
+    for soft in crossed:
+        await record_action(
+            conn,
+            actor,
+            severity=Severity.WARNING,
+            component=Component.NETWORK,
+            action=Action.SOFT_LIMIT_EXCEEDED,
+            target=f"/cloud/virtualdatacenters/{vdc_id}/privatenetworks/{vlan_id}",
+            message=f"Network {spec.name} passes the {soft}",
+            datacenter_id=datacenter_id,
+        )
     return Network(id=vlan_id, vdc_id=vdc_id, tag=tag, is_default=is_default, spec=spec)
 
 
@@ -299,6 +315,7 @@ async def create_network(
                     hypervisor_type=vdc.hypervisor_type,
                     spec=spec,
                     is_default=is_default,
+                    actor=actor,
                 )
                 await _record(conn, actor, Action.VLAN_CREATED, net, vdc.datacenter_id, "created")
                 return net

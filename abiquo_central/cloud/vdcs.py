@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Row, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from abiquo_central.allocation.limits import lock_enterprise
 from abiquo_central.cloud.access import Scope, fetch_vdc_row, vdc_not_found
 from abiquo_central.cloud.addressing import NetworkSpec, validate_network
 from abiquo_central.cloud.networks import ATTEMPTS, NO_FREE_TAG, insert_network
@@ -264,6 +265,10 @@ async def create_vdc(
     for attempt in range(ATTEMPTS):
         try:
             async with engine.begin() as conn:
+                # Locked first: inserting the VDC takes a shared lock on the enterprise's
+                # row (its foreign key), which two creations could not both then raise
+                # to the lock the VLAN limits' check takes (a deadlock on InnoDB).
+                await lock_enterprise(conn, spec.enterprise_id)
                 await _check_placement(conn, spec, reveal_datacenters=reveal_datacenters)
                 if await taken(
                     conn, _vdc, _vdc.c.enterprise_id == spec.enterprise_id, _vdc.c.name == name
@@ -288,6 +293,7 @@ async def create_vdc(
                     hypervisor_type=spec.hypervisor_type,
                     spec=network,
                     is_default=True,
+                    actor=actor,
                 )
                 await _record(
                     conn,

@@ -8,6 +8,7 @@ from xml.etree import ElementTree as ET
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from abiquo_central.db import tables
 from tests.central.cloud.helpers import (
     VLAN_JSON,
     Client,
@@ -166,3 +167,45 @@ async def test_validation_and_privileges(api: Client, engine: AsyncEngine, seede
     assert (
         await api.get("/api/cloud/virtualdatacenters/999999/privatenetworks", headers=ADMIN)
     ).status == 404
+
+
+async def _set_limits(engine: AsyncEngine, table: Any, row_id: int, **values: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(table.update().where(table.c.id == row_id).values(**values))
+
+
+async def test_networks_stay_within_the_vlan_limits(
+    api: Client, engine: AsyncEngine, seeded: Seeded
+) -> None:
+    vdc = await _vdc(api, engine, seeded)
+    nets = api_path(link_of(vdc, "privatenetworks"))
+    headers = {**ADMIN, "Content-Type": VLAN_JSON}
+
+    async def post(name: str, address: str) -> Any:
+        return await api.post(
+            nets,
+            json={**NET, "name": name, "address": address, "gateway": address[:-1] + "1"},
+            headers=headers,
+        )
+
+    # The VDC's own: a hard limit of 2 VLANs, its default network being one.
+    await _set_limits(engine, tables.virtual_datacenter, vdc["id"], vlans_soft=0, vlans_hard=2)
+    await json_of(await post("b", "10.1.0.0"), 201)
+    refused = await json_of(await post("c", "10.2.0.0"), 409)
+    assert refused["collection"][0]["code"] == "LIMIT-7"
+    assert "virtual datacenter's hard limit of 2 VLANs" in refused["collection"][0]["message"]
+
+    # The enterprise's: past its soft limit the network is made, and a warning recorded.
+    await _set_limits(engine, tables.virtual_datacenter, vdc["id"], vlans_hard=0)
+    await _set_limits(engine, tables.enterprise, seeded.enterprise_id, vlans_soft=2, vlans_hard=3)
+    await json_of(await post("c", "10.2.0.0"), 201)
+    assert (await actions(engine))[-2:] == ["SOFT_LIMIT_EXCEEDED", "VLAN_CREATED"]
+    refused = await json_of(await post("d", "10.3.0.0"), 409)
+    assert "enterprise's hard limit of 3 VLANs" in refused["collection"][0]["message"]
+
+    # A new VDC's default network counts too.
+    infra = await infrastructure(engine, seeded.enterprise_id)
+    another = await post_vdc(api, ADMIN, vdc_body(infra.dc_id, "another"))
+    assert (await json_of(another, 409))["collection"][0]["code"] == "LIMIT-7"
+    listed = await json_of(await api.get(nets, headers=ADMIN), 200)
+    assert listed["totalSize"] == 3
