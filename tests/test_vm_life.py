@@ -6,7 +6,8 @@ sharing the datacenter's template repository (the NFS share of a real installati
 Through the API alone: the infrastructure; an enterprise with limits in the datacenter
 and its administrator, who does the rest: a template uploaded to the datacenter's
 Appliance Manager, a virtual datacenter, an appliance, a VM from the template; deploy,
-power off, power on, reset; the domain destroyed behind the platform's back, which the
+power off, an instance of its disk (and a second VM deployed from it), reconfigure,
+power on, reset; the domain destroyed behind the platform's back, which the
 datacenter's VSM sees and central frees; deploy again, undeploy, delete. Each step is
 checked on the host's libvirt too.
 """
@@ -65,6 +66,26 @@ async def domain_state(kvm: KvmHost, vm_uuid: str) -> int | None:
             return None
 
     return await kvm.libvirt.call(look, kvm.libvirt.conn)
+
+
+async def domain_size(kvm: KvmHost, vm_uuid: str) -> tuple[int, int]:
+    """The domain's virtual CPUs and its memory in MB."""
+
+    def look(conn: libvirt.virConnect) -> tuple[int, int]:
+        info = conn.lookupByUUIDString(vm_uuid).info()
+        return int(info[3]), int(info[1]) // 1024
+
+    return await kvm.libvirt.call(look, kvm.libvirt.conn)
+
+
+async def set_state(api: Api, vm: dict[str, Any], wanted: str) -> tuple[int, Any]:
+    return await api.call(
+        "PUT",
+        link(vm, "state"),
+        media="virtualmachinestate",
+        body={"state": wanted},
+        accept="acceptedrequest",
+    )
 
 
 async def destroy_behind_our_back(kvm: KvmHost, vm_uuid: str) -> None:
@@ -257,21 +278,81 @@ async def test_a_virtual_machine_lives_its_whole_life_over_http(
             assert bridge == f"abiquo_{tag}"
             assert await machine_usage(admin, infra) == (vm["cpu"], vm["ram"])
 
-            # Power off, power on, reset.
-            for wanted, libvirt_state in (("OFF", SHUTOFF), ("ON", RUNNING)):
-                task = await finished(
-                    api,
-                    await api.call(
-                        "PUT",
-                        link(vm, "state"),
-                        media="virtualmachinestate",
-                        body={"state": wanted},
-                        accept="acceptedrequest",
-                    ),
-                )
-                assert task["state"] == "FINISHED_SUCCESSFULLY", task
-                assert await vm_state(api, here) == wanted
-                assert await domain_state(kvm, vm["uuid"]) == libvirt_state
+            # Power off.
+            task = await finished(api, await set_state(api, vm, "OFF"))
+            assert task["state"] == "FINISHED_SUCCESSFULLY", task
+            assert await vm_state(api, here) == "OFF"
+            assert await domain_state(kvm, vm["uuid"]) == SHUTOFF
+
+            # An instance: the disk copied back to the repository, a template of the
+            # enterprise whose master is the VM's template; the VM stays OFF.
+            task = await finished(
+                api,
+                await api.call(
+                    "POST",
+                    link(vm, "instance"),
+                    media="virtualmachineinstance",
+                    body={"instanceName": "web golden"},
+                    accept="acceptedrequest",
+                ),
+            )
+            assert (task["type"], task["state"]) == ("SNAPSHOT", "FINISHED_SUCCESSFULLY"), task
+            assert await vm_state(api, here) == "OFF"
+            _, instances = await api.call(
+                "GET", link(template, "instances"), media="virtualmachinetemplates"
+            )
+            [instance] = instances["collection"]
+            assert (instance["name"], instance["state"]) == ("web golden", "DOWNLOAD")
+            assert link(instance, "master") == link(template, "edit")
+            assert instance["creationUser"] == "olga"
+            copied = kvm.repository / instance["path"]
+            assert copied.read_bytes() == (kvm.datastore / vm["uuid"]).read_bytes()
+
+            # A second VM from the instance boots from a copy of the instance's disk.
+            status, copy_vm = await api.call(
+                "POST",
+                link(vapp, "virtualmachines"),
+                media="virtualmachine",
+                body={
+                    "label": "web-2",
+                    "links": [{"rel": "virtualmachinetemplate", "href": link(instance, "edit")}],
+                },
+            )
+            assert status == 201, copy_vm
+            task = await finished(
+                api, await api.call("POST", link(copy_vm, "deploy"), media="acceptedrequest")
+            )
+            assert task["state"] == "FINISHED_SUCCESSFULLY", task
+            assert await domain_state(kvm, copy_vm["uuid"]) == RUNNING
+            assert (kvm.datastore / copy_vm["uuid"]).read_bytes() == copied.read_bytes()
+            task = await finished(
+                api, await api.call("POST", link(copy_vm, "undeploy"), media="acceptedrequest")
+            )
+            assert task["state"] == "FINISHED_SUCCESSFULLY", task
+            status, _ = await api.call("DELETE", link(copy_vm, "edit"), media="virtualmachine")
+            assert status == 204
+
+            # Reconfigured while off: CONFIGURED, the domain redefined with the new size.
+            _, current = await api.call("GET", here, media="virtualmachine")
+            status, accepted = await api.call(
+                "PUT",
+                here,
+                media="virtualmachine",
+                body={**current, "cpu": 2, "ram": 384},
+                accept="acceptedrequest",
+            )
+            task = await finished(api, (status, accepted))
+            assert (task["type"], task["state"]) == ("RECONFIGURE", "FINISHED_SUCCESSFULLY")
+            assert await vm_state(api, here) == "CONFIGURED"
+            assert await domain_size(kvm, vm["uuid"]) == (2, 384)
+            assert await machine_usage(admin, infra) == (2, 384)
+
+            # Power on.
+            task = await finished(api, await set_state(api, vm, "ON"))
+            assert task["state"] == "FINISHED_SUCCESSFULLY", task
+            assert await vm_state(api, here) == "ON"
+            assert await domain_state(kvm, vm["uuid"]) == RUNNING
+
             task = await finished(
                 api, await api.call("POST", link(vm, "reset"), media="acceptedrequest")
             )
@@ -290,6 +371,8 @@ async def test_a_virtual_machine_lives_its_whole_life_over_http(
             assert [t["type"] for t in tasks["collection"]] == [
                 "RESET",
                 "POWER_ON",
+                "RECONFIGURE",
+                "SNAPSHOT",
                 "POWER_OFF",
                 "DEPLOY",
             ]

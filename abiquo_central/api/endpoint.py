@@ -64,6 +64,9 @@ class Endpoint:
     privileges: frozenset[str] = frozenset()
     # The representation it answers with, if it answers with one.
     produces: MediaName | None = None
+    # What it answers a 202 with, when it may also start a task instead (a deployed VM's
+    # reconfigure): a client may accept only that one.
+    accepted: MediaName | None = None
     # The model its request body is read as, if it reads one.
     consumes: type[Entity] | None = None
     # The query parameters it reads.
@@ -75,6 +78,7 @@ def endpoint(
     public: bool = False,
     privileges: Iterable[str] = (),
     produces: MediaName | None = None,
+    accepted: MediaName | None = None,
     consumes: type[Entity] | None = None,
     query: Iterable[QueryParam] = (),
 ) -> Callable[[H], H]:
@@ -84,6 +88,7 @@ def endpoint(
         public=public,
         privileges=frozenset(privileges),
         produces=produces,
+        accepted=accepted,
         consumes=consumes,
         query=tuple(query),
     )

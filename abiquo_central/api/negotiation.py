@@ -33,5 +33,12 @@ async def negotiation_middleware(request: web.Request, handler: Handler) -> web.
     # 406 before anything is changed on its behalf.
     spec = endpoint_of(request)
     if spec is not None and spec.produces is not None:
-        negotiated(request, spec.produces)
+        accept = request.headers.get(hdrs.ACCEPT)
+        if spec.accepted is None or negotiate(accept, spec.accepted) is None:
+            negotiated(request, spec.produces)
     return await handler(request)
+
+
+def accepts(request: web.Request, media: MediaName) -> bool:
+    """Whether the request's Accept header takes `media`."""
+    return negotiate(request.headers.get(hdrs.ACCEPT), media) is not None

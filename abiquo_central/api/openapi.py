@@ -322,7 +322,22 @@ def _success(method: str, spec: Endpoint, models: _Models, near: str) -> dict[st
         "200": f"The {produces.name}",
         "201": f"Created: the new {produces.name}; Location is its edit link",
     }
-    return {status: {"description": described[status], "content": content} for status in statuses}
+    answers = {
+        status: {"description": described[status], "content": content} for status in statuses
+    }
+    if spec.accepted is not None:
+        accepted = model_of(spec.accepted, near=near)
+        as_json, as_xml = _content_types(spec.accepted)
+        answers["202"] = {
+            "description": f"Started: the {spec.accepted.name} links to the task",
+            "content": {
+                as_json: {"schema": models.ref(accepted)} if accepted is not None else {},
+                as_xml: {"schema": _xml_schema(spec.accepted)},
+            },
+        }
+        # Asked for the task's representation only, an answer with nothing to follow.
+        answers["204"] = {"description": "Done at once: there is no task"}
+    return answers
 
 
 def _operation(

@@ -305,6 +305,14 @@ virtual_machine_template = Table(
     Column("shared", Boolean, nullable=False, default=False),
     Column("creation_user", String(128), nullable=False, default=""),
     Column("created_at", UtcDateTime, nullable=False),
+    # An instance (a copy of a virtual machine's disk): the template that VM was made from.
+    Column(
+        "master_id",
+        Integer,
+        ForeignKey("virtual_machine_template.id", ondelete="SET NULL"),
+        nullable=True,
+        index=True,
+    ),
     UniqueConstraint("enterprise_id", "datacenter_id", "ovf_key"),
 )
 

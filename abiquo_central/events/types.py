@@ -105,6 +105,7 @@ class Action(StrEnum):
     VM_MOVED = "VM_MOVED"
     VM_UNKNOWN = "VM_UNKNOWN"
     VM_UNDEPLOY_FORCED = "VM_UNDEPLOY_FORCED"
+    VM_INSTANCE = "VM_INSTANCE"
     # Networks and limits
     VLAN_CREATED = "VLAN_CREATED"
     VLAN_EDITED = "VLAN_EDITED"

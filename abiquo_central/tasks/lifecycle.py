@@ -14,6 +14,7 @@ frees its allocation, a done undeploy too).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ from abiquo_central.events import (
     record_event,
 )
 from abiquo_central.tasks.definitions import placed
+from abiquo_central.tasks.instances import destination, instance_name, record_instance
 from abiquo_central.tasks.observations import subscribe, unsubscribe
 from abiquo_central.tasks.plans import (
     FINISHED,
@@ -64,6 +66,7 @@ ACTIONS = {
     TaskType.PAUSE: Action.VM_PAUSED,
     TaskType.RESUME: Action.VM_RESUMED,
     TaskType.RECONFIGURE: Action.VM_RECONFIGURE,
+    TaskType.SNAPSHOT: Action.VM_INSTANCE,
 }
 
 
@@ -90,10 +93,14 @@ async def start_task(
     now: datetime,
     liveness_timeout: float,
     force_soft_limits: bool = False,
+    instance: str = "",
 ) -> Started:
     """Start `kind` on the VM; Conflict (409) when its state does not allow it, and, for
-    a deploy, LimitExceeded (409) past a limit (allocation/limits.py)."""
+    a deploy, LimitExceeded (409) past a limit (allocation/limits.py). A SNAPSHOT makes
+    a template called `instance` of the VM's disk (tasks/instances.py)."""
     plan = PLANS[kind]
+    if kind is TaskType.SNAPSHOT:
+        instance = instance_name(instance)
     allocated = False
     if kind is TaskType.DEPLOY:
         async with engine.connect() as conn:
@@ -125,7 +132,8 @@ async def start_task(
                 if allocated
                 else []
             )
-            task_id = await queue_task(
+            task_id = str(uuid.uuid4())
+            await queue_task(
                 conn,
                 vm,
                 kind,
@@ -133,6 +141,10 @@ async def start_task(
                 where,
                 user_id=actor.user_id,
                 now=now,
+                task_id=task_id,
+                snapshot=(
+                    destination(vm, where, task_id, instance) if kind is TaskType.SNAPSHOT else None
+                ),
             )
             await conn.execute(
                 _vm.update()
@@ -272,6 +284,10 @@ async def apply_notification(engine: AsyncEngine, n: dc.JobNotification, *, now:
     if move is None:
         return
     column, new = move
+    if n.template is not None and n.state is dc.JobState.DONE:
+        # Before the job moves: a redelivery after a crash in between finds the job DONE
+        # and stops there, so the template must be recorded by then.
+        await record_instance(engine, n)
     async with engine.begin() as conn:
         task = (
             await conn.execute(select(_task).where(_task.c.id == n.task_id).with_for_update())

@@ -30,7 +30,7 @@ from abiquo_central.db import tables
 from abiquo_central.tasks.definitions import placed
 from abiquo_central.tasks.observations import subscribe, unsubscribe
 from abiquo_central.tasks.plans import FINISHED, JobState, TaskState, TaskType, VmState
-from abiquo_central.tasks.records import queue_task, send_task
+from abiquo_central.tasks.records import queue_task, send_task, snapshot_in
 from abiquo_dc.protocol import jobs as dc
 from abiquo_runtime.errors import AbiquoError, Conflict
 from abiquo_runtime.secrets import SecretBox
@@ -47,7 +47,10 @@ EXPECTED: dict[TaskType, dc.ObservedState] = {
     TaskType.RESUME: dc.ObservedState.ON,
     TaskType.RESET: dc.ObservedState.ON,
     TaskType.RECONFIGURE: dc.ObservedState.OFF,
-    TaskType.SNAPSHOT: dc.ObservedState.OFF,
+    # Not SNAPSHOT: it leaves the VM OFF as it found it, so what is seen cannot tell
+    # whether the copy was made. A stuck one is settled unsuccessfully (an administrator
+    # may retry it to the same place); a template its datacenter did make still arrives
+    # in the Appliance Manager's own report.
 }
 _SEEN = {
     dc.ObservedState.ON: VmState.ON,
@@ -236,7 +239,14 @@ async def retry_by_hand(
                 .order_by(_job.c.sequence)
             )
         ).all()
-        await send_task(conn, stuck.id, [(j.id, dc.JobType(j.type)) for j in jobs], where, now=now)
+        await send_task(
+            conn,
+            stuck.id,
+            [(j.id, dc.JobType(j.type)) for j in jobs],
+            where,
+            now=now,
+            snapshot=snapshot_in(stuck.payload),
+        )
         await conn.execute(_task.update().where(_task.c.id == stuck.id).values(updated_at=now))
         return str(stuck.id)
 

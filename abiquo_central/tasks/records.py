@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from abiquo_central.db import tables
@@ -24,6 +25,16 @@ VIRTUAL_FACTORY = "virtualfactory"
 
 _task, _job = tables.task, tables.job
 
+# Where a task's payload keeps its SNAPSHOT's destination, for a retry to send it again.
+_SNAPSHOT = "snapshot"
+
+
+def snapshot_in(payload: dict[str, Any] | None) -> dc.Snapshot | None:
+    """The SNAPSHOT destination `queue_task` kept in a task's payload, if any."""
+    if not payload or _SNAPSHOT not in payload:
+        return None
+    return msgspec.convert(payload[_SNAPSHOT], dc.Snapshot)
+
 
 async def send_task(
     conn: AsyncConnection,
@@ -33,8 +44,10 @@ async def send_task(
     *,
     now: datetime,
     previous: VirtualMachineDefinition | None = None,
+    snapshot: dc.Snapshot | None = None,
 ) -> None:
-    """Queue the task's message: its jobs (id, type), in order, for the VM `where` is."""
+    """Queue the task's message: its jobs (id, type), in order, for the VM `where` is;
+    a SNAPSHOT job copies the disk where `snapshot` says."""
     message = dc.VirtualFactoryTask(
         task_id=task_id,
         jobs=[
@@ -44,6 +57,7 @@ async def send_task(
                 connection=where.connection,
                 definition=where.definition,
                 previous=previous,
+                snapshot=snapshot if job_type is dc.JobType.SNAPSHOT else None,
             )
             for job_id, job_type in jobs
         ],
@@ -63,10 +77,15 @@ async def queue_task(
     payload: dict[str, Any] | None = None,
     description: str = "",
     previous: VirtualMachineDefinition | None = None,
+    task_id: str | None = None,
+    snapshot: dc.Snapshot | None = None,
 ) -> str:
     """Write a PENDING task of `kind` on `vm` (a virtual_machine row) with PENDING jobs
-    of `job_types`, and queue its message; the task's id."""
-    task_id = str(uuid.uuid4())
+    of `job_types`, and queue its message; the task's id (`task_id` when the caller
+    chose it, as a SNAPSHOT's destination names it)."""
+    task_id = task_id or str(uuid.uuid4())
+    if snapshot is not None:
+        payload = {**(payload or {}), _SNAPSHOT: msgspec.to_builtins(snapshot)}
     jobs = [(f"{task_id}.{uuid.uuid4()}", job_type) for job_type in job_types]
     await conn.execute(
         _task.insert().values(
@@ -98,5 +117,5 @@ async def queue_task(
             for i, (job_id, job_type) in enumerate(jobs)
         ],
     )
-    await send_task(conn, task_id, jobs, where, now=now, previous=previous)
+    await send_task(conn, task_id, jobs, where, now=now, previous=previous, snapshot=snapshot)
     return task_id

@@ -130,6 +130,8 @@ async def remove_template_row(conn: AsyncConnection, template_id: int) -> None:
     # template_conversion cascades in the schema, but SQLite only honours that with
     # foreign keys switched on: delete explicitly to behave the same everywhere.
     await conn.execute(_conv.delete().where(_conv.c.template_id == template_id))
+    # Its instances stay, masterless (the schema's ON DELETE SET NULL, likewise).
+    await conn.execute(_tpl.update().where(_tpl.c.master_id == template_id).values(master_id=None))
     await conn.execute(_tpl.delete().where(_tpl.c.id == template_id))
 
 

@@ -76,6 +76,8 @@ class Template:
     shared: bool
     creation_user: str
     created_at: datetime
+    # An instance's: the template the VM it was copied from was made from.
+    master_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ def _template(row: Row[Any]) -> Template:
         shared=bool(row.shared),
         creation_user=row.creation_user or "",
         created_at=row.created_at,
+        master_id=row.master_id,
     )
 
 
@@ -177,10 +180,14 @@ async def list_templates(
     page: PageRequest,
     formats: tuple[DiskFormat, ...] | None = None,
     category: str | None = None,
+    master_id: int | None = None,
 ) -> Page[Template]:
     """A page of the repository's templates: the enterprise's own and the shared ones;
-    only those in `formats` and in the category named `category` when given."""
+    only those in `formats`, in the category named `category` and instances of
+    `master_id` when given."""
     query = _select().where(_visible(enterprise_id, dc_id))
+    if master_id is not None:
+        query = query.where(_tpl.c.master_id == master_id)
     if formats is not None:
         query = query.where(_tpl.c.disk_format.in_([f.value for f in formats]))
     if category is not None:

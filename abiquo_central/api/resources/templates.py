@@ -21,6 +21,10 @@ when the datacenter is away); a template virtual machines use is 409.
 
 `?hypervisorTypeName=KVM` lists the templates whose disk format that hypervisor boots
 without conversion; `?categoryName=` those of one category.
+
+A template made from a virtual machine's disk (an instance: the VM's action/instance)
+links to its `master`, the template the VM was made from; a template's
+`.../action/instances` lists the instances made of its virtual machines.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from abiquo_central.api.resources.repositories import REPOSITORY, repository_of
 from abiquo_central.api.resources.repositories import here as repository_path
 from abiquo_central.api.resources.roles import referenced_id
 from abiquo_central.config.hypervisor_types import hypervisor_type
+from abiquo_central.db.paging import Page, PageRequest
 from abiquo_central.infrastructure.datacenters import Datacenter, reachable_datacenter
 from abiquo_central.templates import appliance_manager as am
 from abiquo_central.templates import conversions as conv
@@ -119,7 +124,18 @@ def to_model(repo: Repository, template: domain.Template, hrefs: Hrefs) -> Virtu
         hrefs.link("datacenterrepository", *repository_path(repo)),
         hrefs.link("enterprise", "admin", "enterprises", template.enterprise_id),
         hrefs.link("conversions", *here, "conversions", media=Conversion.media.many),
+        hrefs.link(
+            "instances", *here, "action", "instances", media=VirtualMachineTemplate.media.many
+        ),
     ]
+    if template.master_id is not None:
+        links.append(
+            hrefs.link(
+                "master",
+                *_template_path(repo, template.master_id),
+                media=VirtualMachineTemplate.media.one,
+            )
+        )
     if template.category_id is not None:
         links.append(
             hrefs.link(
@@ -241,6 +257,19 @@ async def _reachable(request: web.Request, repo: Repository) -> Datacenter:
 # -- templates ---------------------------------------------------------------------------
 
 
+def _page_of(
+    request: web.Request, repo: Repository, found: Page[domain.Template], page: PageRequest
+) -> web.Response:
+    hrefs = Hrefs.of(request)
+    return render_collection(
+        request,
+        [to_model(repo, t, hrefs) for t in found.items],
+        media=VirtualMachineTemplate.media,
+        total=found.total,
+        page=page,
+    )
+
+
 @endpoint(
     produces=VirtualMachineTemplate.media.many,
     privileges=[APPLIB_VIEW],
@@ -262,14 +291,21 @@ async def list_templates(request: web.Request) -> web.Response:
         formats=formats,
         category=request.query.get("categoryName") or None,
     )
-    hrefs = Hrefs.of(request)
-    return render_collection(
-        request,
-        [to_model(repo, t, hrefs) for t in found.items],
-        media=VirtualMachineTemplate.media,
-        total=found.total,
-        page=page,
+    return _page_of(request, repo, found, page)
+
+
+@endpoint(produces=VirtualMachineTemplate.media.many, privileges=[APPLIB_VIEW], query=PAGING)
+async def list_instances(request: web.Request) -> web.Response:
+    page = parse_page(request)
+    repo = await repository_of(request)
+    engine = request.config_dict[ENGINE]
+    master = await domain.get_template(
+        engine, repo.enterprise_id, repo.datacenter_id, _template_id(request)
     )
+    found = await domain.list_templates(
+        engine, repo.enterprise_id, repo.datacenter_id, page=page, master_id=master.id
+    )
+    return _page_of(request, repo, found, page)
 
 
 @endpoint(produces=VirtualMachineTemplate.media.one, privileges=[APPLIB_VIEW])
@@ -439,6 +475,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(TEMPLATE, get_template, name="virtualmachinetemplate")
     router.add_put(TEMPLATE, update_template)
     router.add_delete(TEMPLATE, delete_template)
+    router.add_get(TEMPLATE + "/action/instances", list_instances, name="template-instances")
     router.add_get(CONVERSIONS, list_conversions, name="conversions")
     router.add_post(CONVERSIONS, post_conversion)
     router.add_get(CONVERSION, get_conversion, name="conversion")

@@ -1,6 +1,9 @@
 """A VM's asynchronous actions and their tasks:
 
 - POST .../virtualmachines/{vm}/action/deploy, .../action/undeploy, .../action/reset;
+- POST .../virtualmachines/{vm}/action/instance with virtualmachineinstance
+  {instanceName}: the powered-off VM's disk copied back to the repository as a new
+  template (a SNAPSHOT task; tasks/instances.py);
 - PUT .../virtualmachines/{vm}/state with virtualmachinestate {state: ON|OFF|PAUSED};
 - GET .../virtualmachines/{vm}/tasks[/{taskId}];
 - POST .../virtualappliances/{va}/action/deploy and .../action/undeploy: one task per VM
@@ -44,6 +47,7 @@ from abiquo_central.tasks.plans import PLANS, TaskType
 from abiquo_central.tasks.reconcile import retry_by_hand, settle_by_hand
 from abiquo_central.tenants.privileges import (
     ENTERPRISE_ADMINISTER_ALL,
+    VAPP_CREATE_INSTANCE,
     VAPP_DEPLOY_UNDEPLOY,
     VAPP_PERFORM_ACTIONS,
     VDC_ENUMERATE,
@@ -90,6 +94,14 @@ class VirtualMachineTask(Entity, kw_only=True):
     force_undeploy: bool = False
 
 
+class VirtualMachineInstance(Entity, kw_only=True):
+    """What an instance's template is called."""
+
+    media = Media.of("virtualmachineinstance")
+
+    instance_name: str = ""
+
+
 def _where(request: web.Request) -> tuple[int, int, int]:
     return path_id(request, "vdc"), path_id(request, "va"), path_id(request, "vm")
 
@@ -131,9 +143,12 @@ async def _start(request: web.Request, kind: TaskType | None = None) -> web.Resp
     vdc_id, vapp_id, vm_id = _where(request)
     vm = await vms.get_vm(app[ENGINE], vdc_id, vapp_id, vm_id, scope(request))
     options = VirtualMachineTask()
+    instance = ""
     if kind is None:
         body = await read_entity(request, VirtualMachineState)
         kind = _state_change(vm.state, body.state)
+    elif kind is TaskType.SNAPSHOT:
+        instance = (await read_entity(request, VirtualMachineInstance)).instance_name
     elif request.can_read_body:
         options = await read_entity(request, VirtualMachineTask)
     started = await start_task(
@@ -145,6 +160,7 @@ async def _start(request: web.Request, kind: TaskType | None = None) -> web.Resp
         now=app[CLOCK](),
         liveness_timeout=app[SETTINGS].datacenters.liveness_timeout,
         force_soft_limits=options.force_enterprise_soft_limits,
+        instance=instance,
     )
     app[ON_QUEUED]()
     hrefs = Hrefs.of(request)
@@ -195,6 +211,15 @@ async def undeploy(request: web.Request) -> web.Response:
 @endpoint(produces=AcceptedRequest.media.one, privileges=[VAPP_PERFORM_ACTIONS])
 async def reset(request: web.Request) -> web.Response:
     return await _start(request, TaskType.RESET)
+
+
+@endpoint(
+    produces=AcceptedRequest.media.one,
+    consumes=VirtualMachineInstance,
+    privileges=[VAPP_CREATE_INSTANCE],
+)
+async def instance(request: web.Request) -> web.Response:
+    return await _start(request, TaskType.SNAPSHOT)
 
 
 @endpoint(
@@ -340,6 +365,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post(f"{one}/action/deploy", deploy)
     router.add_post(f"{one}/action/undeploy", undeploy)
     router.add_post(f"{one}/action/reset", reset)
+    router.add_post(f"{one}/action/instance", instance)
     router.add_post(f"{one}/action/recover", recover)
     router.add_put(f"{one}/state", change_state)
     router.add_get(f"{one}/tasks", list_tasks, name="virtualmachine-tasks")

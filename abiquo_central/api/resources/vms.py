@@ -18,6 +18,7 @@ from abiquo_central.api.keys import CLOCK, ENGINE, ON_QUEUED, SECRETS
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media, MediaName
 from abiquo_central.api.model import AcceptedRequest, Entity, Link
+from abiquo_central.api.negotiation import accepts
 from abiquo_central.api.paging import parse_page
 from abiquo_central.api.params import path_id
 from abiquo_central.api.render import render, render_collection, render_page
@@ -112,6 +113,7 @@ def to_model(vm: domain.VirtualMachine, hrefs: Hrefs) -> VirtualMachine:
             hrefs.link("deploy", *here, "action", "deploy"),
             hrefs.link("undeploy", *here, "action", "undeploy"),
             hrefs.link("reset", *here, "action", "reset"),
+            hrefs.link("instance", *here, "action", "instance"),
             hrefs.link("state", *here, "state", media=VirtualMachineState.media.one),
             hrefs.link("tasks", *here, "tasks"),
             hrefs.link("nics", *here, "network", "nics", media=Nic.media.many),
@@ -252,11 +254,13 @@ async def create_vm(request: web.Request) -> web.Response:
 
 @endpoint(
     produces=VirtualMachine.media.one,
+    accepted=AcceptedRequest.media.one,
     consumes=VirtualMachine,
     privileges=[VDC_ENUMERATE, VDC_MANAGE_VAPP],
 )
 async def update_vm(request: web.Request) -> web.Response:
-    """Reconfigure: at once while NOT_ALLOCATED (200); a deployed VM, powered off,
+    """Reconfigure: at once while NOT_ALLOCATED (200, or 204 to a client that accepts
+    only an acceptedrequest, as Abiquo's clients do); a deployed VM, powered off,
     through a RECONFIGURE task (202, as Abiquo answers)."""
     vdc_id, vapp_id = _ids(request)
     body = await read_entity(request, VirtualMachine)
@@ -276,6 +280,8 @@ async def update_vm(request: web.Request) -> web.Response:
         actor=actor(request),
         now=request.config_dict[CLOCK](),
     )
+    if not accepts(request, VirtualMachine.media.one):
+        return web.Response(status=204)
     return render(request, to_model(vm, Hrefs.of(request)))
 
 

@@ -121,6 +121,22 @@ async def test_crud_in_json(api: Client, engine: AsyncEngine, seeded: Seeded) ->
     )
     body = await json_of(changed, 200)
     assert (body["cpu"], body["ram"], body["description"], body["label"]) == (4, 1024, "d", "web")
+    # A client that takes only an acceptedrequest (Abiquo's do) is told it is done.
+    quiet = await api.put(
+        here,
+        json={**body, "cpu": 3},
+        headers={
+            **ADMIN,
+            "Content-Type": VM_JSON,
+            "Accept": "application/vnd.abiquo.acceptedrequest+json",
+        },
+    )
+    assert (quiet.status, await quiet.read()) == (204, b"")
+    assert (await json_of(await api.get(here, headers=ADMIN), 200))["cpu"] == 3
+    refused = await api.put(
+        here, json=body, headers={**ADMIN, "Content-Type": VM_JSON, "Accept": "text/csv"}
+    )
+    assert refused.status == 406
     assert (await api.delete(here, headers=ADMIN)).status == 204
     assert (await api.get(here, headers=ADMIN)).status == 404
     ips = await json_of(
@@ -131,6 +147,7 @@ async def test_crud_in_json(api: Client, engine: AsyncEngine, seeded: Seeded) ->
         "VDC_CREATE",
         "VAPP_CREATE",
         "VM_CREATE",
+        "VM_RECONFIGURE",
         "VM_RECONFIGURE",
         "VM_DELETE",
     ]
