@@ -121,12 +121,6 @@ async def check_deploy_limits(
         )
     ).one()
     enterprise = await lock_enterprise(conn, vm.enterprise_id)
-    crossed = _check(
-        "enterprise",
-        enterprise,
-        await _used(conn, _vdc.c.enterprise_id == vm.enterprise_id),
-        force_soft,
-    )
     in_dc = (
         await conn.execute(
             select(_lim).where(
@@ -134,18 +128,32 @@ async def check_deploy_limits(
             )
         )
     ).one_or_none()
-    if in_dc is not None:
-        used = await _used(
-            conn,
-            _vdc.c.enterprise_id == vm.enterprise_id,
-            _vdc.c.datacenter_id == vm.datacenter_id,
-        )
-        crossed += _check("enterprise's datacenter", in_dc, used, force_soft)
     vdc = (await conn.execute(select(_vdc).where(_vdc.c.id == vm.vdc_id))).one()
-    crossed += _check(
-        "virtual datacenter", vdc, await _used(conn, _vm.c.vdc_id == vm.vdc_id), force_soft
-    )
+    crossed: list[Crossed] = []
+    # What is in use is summed only where there is a limit: a scope without any (the
+    # usual VDC, often the enterprise) costs no query.
+    for scope, limits, where in (
+        ("enterprise", enterprise, (_vdc.c.enterprise_id == vm.enterprise_id,)),
+        (
+            "enterprise's datacenter",
+            in_dc,
+            (
+                _vdc.c.enterprise_id == vm.enterprise_id,
+                _vdc.c.datacenter_id == vm.datacenter_id,
+            ),
+        ),
+        ("virtual datacenter", vdc, (_vm.c.vdc_id == vm.vdc_id,)),
+    ):
+        if limits is not None and _limited(limits):
+            crossed += _check(scope, limits, await _used(conn, *where), force_soft)
     return crossed
+
+
+def _limited(limits: Any) -> bool:
+    return any(
+        getattr(limits, f"{name}_soft") or getattr(limits, f"{name}_hard")
+        for name, _, _ in RESOURCES
+    )
 
 
 _VLANS = (("vlans", "", "VLANs"),)

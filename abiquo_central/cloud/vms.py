@@ -236,7 +236,27 @@ async def list_vms(
 async def get_vm(
     engine: AsyncEngine, vdc_id: int, vapp_id: int, vm_id: int, scope: Scope
 ) -> VirtualMachine:
+    """The VM, within its appliance within a VDC in `scope`'s reach; NotFound (of the
+    VDC, the appliance or the VM, whichever is missing) otherwise."""
+    va, vdc = tables.virtual_appliance, tables.virtual_datacenter
     async with engine.connect() as conn:
+        # Every action and poll of a VM starts here: the usual case in one query, the
+        # three lookups only to say which of them is missing.
+        found = (
+            await conn.execute(
+                _select()
+                .join(va, va.c.id == _vm.c.vapp_id)
+                .join(vdc, vdc.c.id == va.c.vdc_id)
+                .where(
+                    _vm.c.id == vm_id,
+                    _vm.c.vapp_id == vapp_id,
+                    va.c.vdc_id == vdc_id,
+                    scope.condition(),
+                )
+            )
+        ).one_or_none()
+        if found is not None:
+            return _vm_of(found)
         await _reach(conn, vdc_id, vapp_id, scope)
         return await _get(conn, vapp_id, vm_id)
 

@@ -15,6 +15,7 @@ frees its allocation, a done undeploy too).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.allocation import allocate, claim_more, deallocate, release
+from abiquo_central.allocation.allocator import NOT_ALLOCATABLE
 from abiquo_central.allocation.limits import check_deploy_limits
 from abiquo_central.db import tables
 from abiquo_central.events import (
@@ -103,17 +105,13 @@ async def start_task(
         instance = instance_name(instance)
     allocated = False
     if kind is TaskType.DEPLOY:
-        async with engine.connect() as conn:
-            state = (
-                await conn.execute(select(_vm.c.state).where(_vm.c.id == vm_id))
-            ).scalar_one_or_none()
-        if state is None:
-            raise NotFound(f"there is no virtual machine {vm_id}", code=VM_NOT_FOUND)
-        if state != VmState.NOT_ALLOCATED:
-            raise Conflict(
-                f"the virtual machine is {state}: it cannot be deployed", code=WRONG_STATE
-            )
-        await allocate(engine, vm_id, now=now, liveness_timeout=liveness_timeout)
+        try:
+            await allocate(engine, vm_id, now=now, liveness_timeout=liveness_timeout)
+        except Conflict as exc:
+            # The allocator allocates only a NOT_ALLOCATED VM: any other cannot deploy.
+            if exc.code != NOT_ALLOCATABLE:
+                raise
+            raise Conflict(exc.message, code=WRONG_STATE) from None
         allocated = True
     try:
         async with engine.begin() as conn:
@@ -260,8 +258,9 @@ def _api_state(n: dc.JobNotification) -> tuple[str, JobState] | None:
     return None
 
 
-def _task_state(jobs: list[Any]) -> TaskState:
-    states = [JobState(j.state) for j in jobs]
+def _task_state(jobs: list[Mapping[Any, Any]]) -> TaskState:
+    """What a task is, from its jobs (their columns) in order."""
+    states = [JobState(j["state"]) for j in jobs]
     failed = any(s in (JobState.FAILED, JobState.SKIPPED) for s in states)
     if all(s is JobState.DONE for s in states):
         return TaskState.FINISHED_SUCCESSFULLY
@@ -269,7 +268,7 @@ def _task_state(jobs: list[Any]) -> TaskState:
         # Over once every job has its last word: the done ones rolled back.
         settled = all(
             s in (JobState.FAILED, JobState.SKIPPED)
-            or (s is JobState.DONE and j.rollback_state == JobState.ROLLBACK_DONE)
+            or (s is JobState.DONE and j["rollback_state"] == JobState.ROLLBACK_DONE)
             for s, j in zip(states, jobs, strict=True)
         )
         return TaskState.FINISHED_UNSUCCESSFULLY if settled else TaskState.STARTED
@@ -295,10 +294,19 @@ async def apply_notification(engine: AsyncEngine, n: dc.JobNotification, *, now:
         if task is None or TaskState(task.state) in FINISHED:
             # Not central's (a task of a database restored since), or over already.
             return
-        job = (await conn.execute(select(_job).where(_job.c.id == n.job_id))).one_or_none()
+        # All of the task's jobs at once: the one to move, and what the task becomes.
+        jobs: dict[str, Mapping[Any, Any]] = {
+            j["id"]: j
+            for j in (
+                await conn.execute(
+                    select(_job).where(_job.c.task_id == n.task_id).order_by(_job.c.sequence)
+                )
+            ).mappings()
+        }
+        job = jobs.get(n.job_id)
         if job is None:
             return
-        current = getattr(job, column)
+        current = job[column]
         forward = (
             moves_forward(current, new)
             if column == "state"
@@ -310,12 +318,10 @@ async def apply_notification(engine: AsyncEngine, n: dc.JobNotification, *, now:
         if n.error_message:
             values["error"] = f"{n.error_code}: {n.error_message}"
         await conn.execute(_job.update().where(_job.c.id == n.job_id).values(**values))
-        jobs = (
-            await conn.execute(
-                select(_job).where(_job.c.task_id == n.task_id).order_by(_job.c.sequence)
-            )
-        ).all()
-        state = _task_state(list(jobs))
+        jobs[n.job_id] = {**job, **values}
+        state = _task_state(list(jobs.values()))
+        # The task's updated_at is its last news (what staleness is judged by): written
+        # with every notification, its state with it.
         await conn.execute(
             _task.update().where(_task.c.id == n.task_id).values(state=state.value, updated_at=now)
         )
@@ -366,13 +372,9 @@ async def finish(conn: AsyncConnection, task: Any, state: TaskState, *, now: dat
             .where(_vm.c.id == vm.id)
             .values(state=back.value, locked_state=None, updated_at=now)
         )
-    ent = tables.enterprise
-    enterprise_name = (
-        await conn.execute(select(ent.c.name).where(ent.c.id == vm.enterprise_id))
-    ).scalar_one_or_none()
     await record_event(
         conn,
-        enterprise=Ref(vm.enterprise_id, enterprise_name or ""),
+        enterprise_of=vm.enterprise_id,
         user=Ref(task.user_id, "") if task.user_id is not None else None,
         severity=Severity.INFO if succeeded else Severity.MAJOR,
         component=Component.VIRTUAL_MACHINE,

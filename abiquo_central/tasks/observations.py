@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.allocation import release
 from abiquo_central.db import tables
-from abiquo_central.events import Action, Component, Ref, Severity, record_event
+from abiquo_central.events import Action, Component, Severity, record_event
 from abiquo_central.tasks.outbox import enqueue
 from abiquo_central.tasks.plans import VmState
 from abiquo_dc.protocol.jobs import ObservedState
@@ -163,10 +163,6 @@ async def apply_vm_event(engine: AsyncEngine, event: VmStateChanged, *, now: dat
                 .where(_vm.c.id == vm.id)
                 .values(state=state.value, updated_at=event.observed_at)
             )
-        ent = tables.enterprise
-        name = (
-            await conn.execute(select(ent.c.name).where(ent.c.id == vm.enterprise_id))
-        ).scalar_one_or_none()
         await record_event(
             conn,
             severity=Severity.WARNING
@@ -174,7 +170,7 @@ async def apply_vm_event(engine: AsyncEngine, event: VmStateChanged, *, now: dat
             else Severity.INFO,
             component=Component.VIRTUAL_MACHINE,
             action=_ACTIONS[event.event],
-            enterprise=Ref(vm.enterprise_id, name or ""),
+            enterprise_of=vm.enterprise_id,
             target=f"/virtualmachines/{vm.uuid}",
             message=f"Virtual machine {vm.label}: {event.event.value} seen on {event.host}",
             virtual_machine_id=vm.id,
