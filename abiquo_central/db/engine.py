@@ -16,6 +16,11 @@ MYSQL_POOL_RECYCLE_S = 1800
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling begins a transaction only at the first
+    # write: the reads before it would see another snapshot than the write, and a read
+    # "FOR UPDATE" (which SQLite does not have) would guard nothing. Transactions are
+    # begun by _sqlite_on_begin instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         # SQLite leaves foreign keys off unless each connection asks for them.
@@ -25,6 +30,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    # IMMEDIATE: the transaction holds the database's write lock from its first
+    # statement, so what it reads stays true until it commits. That is what the row
+    # locks of MariaDB give the same code (SELECT ... FOR UPDATE); here it is the whole
+    # database, one writer at a time, which suits the all-in-one. WAL lets readers of
+    # other connections go on meanwhile.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str, *, pool_size: int, echo: bool) -> AsyncEngine:
@@ -38,6 +52,7 @@ def create_engine(url: str, *, pool_size: int, echo: bool) -> AsyncEngine:
             options["pool_size"] = pool_size
         engine = create_async_engine(parsed, echo=echo, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
