@@ -16,10 +16,15 @@ from abiquo_central.link import DatacenterRequests, OnMessage
 from abiquo_central.tasks.lifecycle import apply_notification
 from abiquo_central.tasks.observations import apply_vm_event, resubscribe_all
 from abiquo_central.templates.reports import record_conversion_state, record_template_status
+from abiquo_central.templates.repository_usage import record_repository_usage
 from abiquo_dc.protocol.jobs import JobNotification
 from abiquo_dc.protocol.messages import Heartbeat, Message, SubsystemStateChanged
 from abiquo_dc.protocol.monitoring import MonitoringStateLost, VmStateChanged
-from abiquo_dc.protocol.templates import ConversionStateChanged, TemplateStatusChanged
+from abiquo_dc.protocol.templates import (
+    ConversionStateChanged,
+    RepositoryUsage,
+    TemplateStatusChanged,
+)
 from abiquo_runtime.secrets import SecretBox
 
 
@@ -80,6 +85,8 @@ def message_handler(
                 await record_template_status(engine, message)
             case ConversionStateChanged():
                 await record_conversion_state(engine, message)
+            case RepositoryUsage():
+                await record_repository_usage(engine, message)
             case _:
                 log.warning("message of no interest", message_type=type(message).__name__)
 

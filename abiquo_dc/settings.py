@@ -117,6 +117,10 @@ class AmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Catalogues (ovfindex.xml) listed by GET /am/erepos/{ent}/templates?catalogue=URL
     # must be under one of these URL prefixes; empty: any.
     allowed_catalogues: list[str] = msgspec.field(default_factory=list)
+    # Central is told how full the repository's file system is at start, this often
+    # (seconds), and after templates come or go: at most once per usage_debounce.
+    usage_interval: float = 60.0
+    usage_debounce: float = 5.0
 
 
 class BpmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

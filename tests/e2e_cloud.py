@@ -31,6 +31,7 @@ from abiquo_dc.app import Datacenter, build_datacenter
 from abiquo_dc.hypervisors.simulator import SimulatedDatastore
 from abiquo_dc.protocol.definitions import HypervisorType
 from abiquo_dc.settings import (
+    AmSettings,
     DatacenterSettings,
     DCSettings,
     KvmSettings,
@@ -101,11 +102,12 @@ def datacenter_process(
     redis_prefix: str,
     *,
     repository: Path | None = None,
+    am: AmSettings | None = None,
 ) -> Datacenter:
     """The DC as abiquo-dc composes it; the same state directory each time (same uuid).
 
     `repository`: the template repository (the NFS share its KVM hosts mount too); by
-    default one of its own under `tmp_path`."""
+    default one of its own under `tmp_path`. `am`: its Appliance Manager's settings."""
     if repository is None:
         repository = tmp_path / "repository"
         repository.mkdir(exist_ok=True)
@@ -117,6 +119,7 @@ def datacenter_process(
             ),
             http=HttpSettings(host="127.0.0.1", port=0),
             repository=RepositorySettings(path=str(repository)),
+            am=am or AmSettings(),
             rabbitmq=RabbitSettings(url=rabbitmq_url),
             redis=RedisSettings(prefix=f"{redis_prefix}e2e-{uuid.uuid4().hex[:6]}:"),
             # ESXi hosts are simulated; KVM hosts are real, behind their AIM.

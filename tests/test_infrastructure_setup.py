@@ -3,7 +3,8 @@
 Central and a datacenter, each composed as its program composes it, over the real
 MariaDB, RabbitMQ and Redis. The datacenter simulates VMX_04 hosts and reaches KVM hosts
 through their AIM, here one over libvirt's test driver. Through the API alone: the
-datacenter with its remote services pointing at the running DC, a rack, and two machines
+datacenter with its remote services pointing at the running DC (its template repository
+soon showing the size its Appliance Manager measured), a rack, and two machines
 discovered by the DC (a simulated ESXi host, and the KVM host), watched by its VSM from
 then on. Then the DC stops: its services and machines show unavailable and what needs it
 answers 503; it starts again and everything recovers by itself.
@@ -12,12 +13,14 @@ answers 503; it starts again and everything recovers by itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from abiquo_central.app import Central
 from abiquo_dc.app import Datacenter
+from abiquo_dc.settings import AmSettings
 from abiquo_runtime.shutdown import run_stages
 from tests.dc.hypervisors.kvm_host import KvmHost
 from tests.e2e_cloud import (
@@ -38,11 +41,15 @@ from tests.e2e_cloud import kvm as kvm
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.rabbitmq, pytest.mark.redis]
 
+# The AM's first report goes out before central knows the DC (and is dead-lettered):
+# the next one, soon, is the one the repository shows.
+AM = AmSettings(usage_interval=0.5)
+
 
 async def test_an_infrastructure_set_up_over_http_from_an_empty_database(
     central: Central, rabbitmq_url: str, redis_prefix: str, kvm: KvmHost, tmp_path: Path
 ) -> None:
-    dc = datacenter_process(tmp_path, rabbitmq_url, redis_prefix)
+    dc = datacenter_process(tmp_path, rabbitmq_url, redis_prefix, am=AM)
     await dc.start()
     running: Datacenter | None = dc
     try:
@@ -53,6 +60,18 @@ async def test_an_infrastructure_set_up_over_http_from_an_empty_database(
             created = await create_datacenter(api, dc)
             here = link(created, "edit")
             rack = await create_rack(api, here)
+
+            # Its template repository: as big as the AM measured it, once it reported.
+            _, me = await api.call("GET", "/login", media="user")
+            repository = f"{link(me, 'enterprise')}/datacenterrepositories/{created['id']}"
+
+            async def measured() -> dict[str, Any] | None:
+                status, found = await api.call("GET", repository, media="datacenterrepository")
+                assert status == 200, found
+                return found if found["repositoryCapacityMb"] > 0 else None
+
+            sized = await wait_for(measured, timeout=10)
+            assert 0 < sized["repositoryRemainingMb"] <= sized["repositoryCapacityMb"]
             machines_url = link(rack, "machines")
 
             # Discovered by the DC: the simulated ESXi host and the KVM host's AIM.
@@ -117,7 +136,7 @@ async def test_an_infrastructure_set_up_over_http_from_an_empty_database(
             assert refused["collection"][0]["code"] == "DC-1"
 
             # It comes back (the same state directory: the same uuid): all recovers alone.
-            running = datacenter_process(tmp_path, rabbitmq_url, redis_prefix)
+            running = datacenter_process(tmp_path, rabbitmq_url, redis_prefix, am=AM)
             await running.start()
 
             async def all_up() -> bool:

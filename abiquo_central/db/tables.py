@@ -138,6 +138,11 @@ datacenter = Table(
     Column("name", String(255), nullable=False, unique=True),
     Column("location", String(255), nullable=False, default=""),
     Column("created_at", UtcDateTime, nullable=False),
+    # Its template repository's file system, as its Appliance Manager last measured it
+    # (RepositoryUsage) at repository_usage_at: 0 and NULL until it reported.
+    Column("repository_capacity_bytes", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("repository_free_bytes", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("repository_usage_at", UtcDateTime, nullable=True),
 )
 
 # The remote services registered for a datacenter: one of each type, at its URI, with

@@ -3,8 +3,13 @@ enterprise's templates.
 
 An enterprise's repositories are those of the datacenters it may use (it has limits in
 them, as its locations); a caller that administers every enterprise reaches the
-repository of any datacenter, to look after what enterprises keep there. Capacity is not
-known to central: the Appliance Manager measures it, and 0 says so.
+repository of any datacenter, to look after what enterprises keep there.
+
+Capacity and remaining space are those of the file system the datacenter's repository
+lives on (the NFS share every enterprise's repository there shares), in MiB, as its
+Appliance Manager last reported them (RepositoryUsage, recorded by repository_usage.py):
+at its start, every minute or so, and after templates come or go. Until the datacenter
+has reported, both are 0.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from abiquo_runtime.errors import Conflict
 _dc = tables.datacenter
 _rs = tables.remote_service
 _lim = tables.enterprise_limit
+MIB = 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +53,14 @@ class Repository:
 
 
 def _select(enterprise_id: int, any_datacenter: bool) -> Select[Any]:
-    query = select(_dc.c.id, _dc.c.name, _dc.c.uuid, _rs.c.uri).outerjoin(
-        _rs, and_(_rs.c.datacenter_id == _dc.c.id, _rs.c.type == "APPLIANCE_MANAGER")
-    )
+    query = select(
+        _dc.c.id,
+        _dc.c.name,
+        _dc.c.uuid,
+        _dc.c.repository_capacity_bytes,
+        _dc.c.repository_free_bytes,
+        _rs.c.uri,
+    ).outerjoin(_rs, and_(_rs.c.datacenter_id == _dc.c.id, _rs.c.type == "APPLIANCE_MANAGER"))
     if not any_datacenter:
         query = query.where(
             _dc.c.id.in_(select(_lim.c.datacenter_id).where(_lim.c.enterprise_id == enterprise_id))
@@ -70,6 +81,8 @@ async def _rows(
             datacenter_name=r.name,
             datacenter_uuid=r.uuid,
             am_uri=r.uri,
+            capacity_mb=r.repository_capacity_bytes // MIB,
+            remaining_mb=r.repository_free_bytes // MIB,
         )
         for r in (await conn.execute(query)).all()
     ]

@@ -106,6 +106,13 @@ def upload_key() -> str:
     return "up-" + uuid.uuid4().hex
 
 
+def file_system(root: Path) -> tuple[int, int]:
+    """(capacity, free) in bytes of the file system `root` is on; free is what an
+    unprivileged writer may still use (f_bavail). Blocks on a hung NFS server."""
+    fs = os.statvfs(root)
+    return fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+
+
 @dataclass(frozen=True)
 class Usage:
     used_bytes: int
@@ -225,12 +232,9 @@ class Repository:
                             used += (Path(base) / name).lstat().st_blocks * 512
                         except FileNotFoundError:
                             continue
-            fs = os.statvfs(self.root)
+            capacity, free = file_system(self.root)
             return Usage(
-                used_bytes=used,
-                capacity_bytes=fs.f_blocks * fs.f_frsize,
-                free_bytes=fs.f_bavail * fs.f_frsize,
-                templates=templates,
+                used_bytes=used, capacity_bytes=capacity, free_bytes=free, templates=templates
             )
 
         return await self.run(measure)

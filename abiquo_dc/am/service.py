@@ -11,6 +11,8 @@ vfactory copied back into the repository (an instance, `register_instance`, whic
 vfactory asks for on the bus with RegisterInstance). Every change of a template's status
 is recorded in the store and published on the bus as a `TemplateStatusChanged` (which
 the link forwards to central); download progress at most once a second or every 5%.
+How full the repository's file system is goes out as `RepositoryUsage` (usage.py): at
+start, every `usage_interval`, and soon after a template arrives, leaves or fails.
 
 A download goes on in the background, at most `max_downloads` at once. Stopped (the DC
 stops, or its attempts are spent on a dropped connection), its partial files stay in
@@ -67,6 +69,7 @@ from abiquo_dc.am.repository import (
 )
 from abiquo_dc.am.status import MemoryStatusStore, StatusStore, TemplateState
 from abiquo_dc.am.uploads import Upload, read_info, receive_disk
+from abiquo_dc.am.usage import UsageReporter
 from abiquo_dc.bus import Bus, Unsubscribe
 from abiquo_dc.protocol.definitions import DiskFormat
 from abiquo_dc.protocol.jobs import InstanceRegistered, RegisterInstance
@@ -145,6 +148,8 @@ class ApplianceManager(Subsystem):
         # When each template's progress was last sent, and at what percentage.
         self._sent: dict[Key, tuple[float, float]] = {}
         self._unserve: list[Unsubscribe] = []
+        self._usage: UsageReporter | None = None
+        self._reporting: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -174,8 +179,23 @@ class ApplianceManager(Subsystem):
             self.tasks.spawn(self._scan_all(), name="scan")
         # Served without a repository too: vfactory then hears that there is none.
         self._unserve.append(self.bus.serve(RegisterInstance, self.on_register_instance))
+        if self.repository is not None:
+            # Last: nothing after it can fail and leave it running on a torn-down AM.
+            self._usage = UsageReporter(
+                bus=self.bus,
+                dc_uuid=self.dc_uuid,
+                root=self.repository.root,
+                executor=self._executor,
+                interval=self.settings.usage_interval,
+                debounce=self.settings.usage_debounce,
+                log=self.log,
+            )
+            self._reporting = self.tasks.spawn(self._usage.run(), name="usage", forever=True)
 
     async def teardown(self) -> None:
+        reporting, self._reporting, self._usage = self._reporting, None, None
+        if reporting is not None:
+            reporting.cancel()
         while self._unserve:
             self._unserve.pop()()
         self._jobs.clear()
@@ -259,6 +279,10 @@ class ApplianceManager(Subsystem):
         await self._announce(enterprise_id, state)
 
     async def _announce(self, enterprise_id: str, state: TemplateState) -> None:
+        # A template arrived, left, or failed (its partial files may be gone): the space
+        # the repository takes changed. A download's progress is left to the interval.
+        if self._usage is not None and state.status is not TemplateStatus.DOWNLOADING:
+            self._usage.changed()
         await self.bus.publish(
             TemplateStatusChanged(
                 dc_uuid=self.dc_uuid,

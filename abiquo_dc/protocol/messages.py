@@ -35,6 +35,7 @@ from abiquo_dc.protocol.templates import (
     CancelConversion,
     ConversionStateChanged,
     ConvertTemplateDisk,
+    RepositoryUsage,
     TemplateStatusChanged,
 )
 
@@ -203,6 +204,7 @@ Outbound = (
     | MonitoringStateLost
     | TemplateStatusChanged
     | ConversionStateChanged
+    | RepositoryUsage
 )
 Reply = (
     ServicesStatus

@@ -2,7 +2,8 @@
 conversions (BPM).
 
 Central learns every change of a template in an enterprise's repository from
-`TemplateStatusChanged` (with the template's metadata once it is there), and asks the
+`TemplateStatusChanged` (with the template's metadata once it is there), how full the
+repository's file system is from `RepositoryUsage`, and asks the
 BPM for disk conversions with `ConvertTemplateDisk` on abiquo.datacenter.requests.<dc>.bpm,
 followed by `ConversionStateChanged` notifications (START, PROGRESS, DONE, FAILED).
 Inside the DC, vfactory asks the BPM with `ConvertDisk` on the bus (jobs.py).
@@ -61,6 +62,23 @@ class TemplateStatusChanged(Message, tag="template_status_changed", frozen=True,
     error: str = ""
     # Once the template is there (DOWNLOAD).
     template: TemplateDefinition | None = None
+    at: datetime
+
+
+class RepositoryUsage(Message, tag="repository_usage", frozen=True, kw_only=True):
+    """The file system the repository lives on (the NFS share), as the Appliance Manager
+    measured it at `at`: sent at its start, periodically and after templates come or go.
+    A figure of the whole share, which every enterprise's repository in the DC shares.
+
+    A message type of its own (version 1): a central older than it dead-letters it as
+    one it cannot decode, and goes on."""
+
+    outbound_queue: ClassVar[str | None] = NOTIFICATIONS
+
+    dc_uuid: str
+    capacity_bytes: int
+    # What an unprivileged writer (the AM) may still use: statvfs's f_bavail, not f_bfree.
+    free_bytes: int
     at: datetime
 
 

@@ -6,6 +6,8 @@ any enterprise, and in every datacenter (without it, only those the enterprise h
 limits in). Central learns every change of a repository from its Appliance Manager's
 reports; `PUT .../{dc}/actions/refresh` has the AM look at the repository again and makes
 central's templates what it lists, catching up on anything a report missed (204).
+`repositoryCapacityMb` and `repositoryRemainingMb` are the repository's file system as
+the AM last reported it (0 until it has).
 
 Uploading a template is a multipart POST straight to the Appliance Manager, at the
 repository's `upload` link (its /am/erepos/{ent}/templates): central links to it rather

@@ -25,7 +25,7 @@ from abiquo_dc.am.service import ApplianceManager
 from abiquo_dc.am.status import MemoryStatusStore, StatusStore
 from abiquo_dc.bus import Bus
 from abiquo_dc.protocol.definitions import DiskFormat
-from abiquo_dc.protocol.templates import TemplateStatus, TemplateStatusChanged
+from abiquo_dc.protocol.templates import RepositoryUsage, TemplateStatus, TemplateStatusChanged
 from abiquo_dc.settings import AmSettings, RepositorySettings
 from abiquo_runtime.backoff import Backoff
 from tests import services
@@ -287,6 +287,8 @@ class Am:
     repository: Path
     store: StatusStore
     messages: list[TemplateStatusChanged]
+    # What it told central of the repository's file system.
+    usages: list[RepositoryUsage] = field(default_factory=list)
 
     def statuses(self, ovf_id: str) -> list[TemplateStatus]:
         return [m.status for m in self.messages if m.ovf_id == ovf_id]
@@ -355,6 +357,12 @@ class AmRunner:
             messages.append(message)
 
         bus.subscribe(TemplateStatusChanged, collect)
+        usages: list[RepositoryUsage] = []
+
+        async def collect_usage(message: RepositoryUsage) -> None:
+            usages.append(message)
+
+        bus.subscribe(RepositoryUsage, collect_usage)
         store = self.make_store()
         service = ApplianceManager(
             bus=bus,
@@ -371,7 +379,7 @@ class AmRunner:
         client: Client = TestClient(TestServer(app))
         await client.start_server()
         self.running.append((service, bus, client))
-        return Am(service, client, self.root, store, messages)
+        return Am(service, client, self.root, store, messages, usages)
 
     async def stop(self, am: Am) -> None:
         for entry in list(self.running):
