@@ -4,7 +4,8 @@ Central and a datacenter, each composed as its program composes it, over the rea
 MariaDB, RabbitMQ and Redis. The datacenter simulates VMX_04 hosts and reaches KVM hosts
 through their AIM, here one over libvirt's test driver. Through the API alone: the
 datacenter with its remote services pointing at the running DC (its template repository
-soon showing the size its Appliance Manager measured), a rack, and two machines
+soon showing the size its Appliance Manager measured, and the template it held before
+central knew it), a rack, and two machines
 discovered by the DC (a simulated ESXi host, and the KVM host), watched by its VSM from
 then on. Then the DC stops: its services and machines show unavailable and what needs it
 answers 503; it starts again and everything recovers by itself.
@@ -12,6 +13,7 @@ answers 503; it starts again and everything recovers by itself.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from abiquo_central.app import Central
 from abiquo_dc.app import Datacenter
 from abiquo_dc.settings import AmSettings
 from abiquo_runtime.shutdown import run_stages
+from tests import services
 from tests.dc.hypervisors.kvm_host import KvmHost
 from tests.e2e_cloud import (
     SIMULATED,
@@ -46,6 +49,31 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.rabbitmq, pytest.mark.redis]
 AM = AmSettings(usage_interval=0.5)
 
 
+async def upload_to_am(
+    http: aiohttp.ClientSession, dc: Datacenter, enterprise_id: str, disk: Path
+) -> None:
+    """A template uploaded straight to the DC's Appliance Manager (over its own HTTP
+    route, not through central's API)."""
+    process = await asyncio.create_subprocess_exec(
+        services.require_tool("qemu-img", "qemu-utils"),
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        str(disk),
+        "16M",
+    )
+    assert await process.wait() == 0
+    form = aiohttp.MultipartWriter("form-data")
+    info = form.append_json({"name": "early", "disk_format": "QCOW2_SPARSE"})
+    info.set_content_disposition("form-data", name="diskInfo")
+    part = form.append(await asyncio.to_thread(disk.read_bytes))
+    part.set_content_disposition("form-data", name="diskFile", filename=disk.name)
+    url = f"{dc.server.url}/am/erepos/{enterprise_id}/templates"
+    async with http.post(url, data=form) as response:
+        assert response.status == 201, await response.text()
+
+
 async def test_an_infrastructure_set_up_over_http_from_an_empty_database(
     central: Central, rabbitmq_url: str, redis_prefix: str, kvm: KvmHost, tmp_path: Path
 ) -> None:
@@ -56,14 +84,19 @@ async def test_an_infrastructure_set_up_over_http_from_an_empty_database(
         async with aiohttp.ClientSession() as http:
             api = Api(http, f"{central.url}/api")
 
+            # A template in the DC's repository before central knows the DC: what the AM
+            # announced then was dropped, and central asks again once it learns the DC.
+            _, me = await api.call("GET", "/login", media="user")
+            enterprise = link(me, "enterprise")
+            await upload_to_am(http, dc, enterprise.rsplit("/", 1)[1], tmp_path / "early.qcow2")
+
             # The datacenter, with its remote services at the running DC.
             created = await create_datacenter(api, dc)
             here = link(created, "edit")
             rack = await create_rack(api, here)
 
             # Its template repository: as big as the AM measured it, once it reported.
-            _, me = await api.call("GET", "/login", media="user")
-            repository = f"{link(me, 'enterprise')}/datacenterrepositories/{created['id']}"
+            repository = f"{enterprise}/datacenterrepositories/{created['id']}"
 
             async def measured() -> dict[str, Any] | None:
                 status, found = await api.call("GET", repository, media="datacenterrepository")
@@ -72,6 +105,18 @@ async def test_an_infrastructure_set_up_over_http_from_an_empty_database(
 
             sized = await wait_for(measured, timeout=10)
             assert 0 < sized["repositoryRemainingMb"] <= sized["repositoryCapacityMb"]
+
+            # And holding the template put there before, without a refresh.
+            async def early_template() -> dict[str, Any] | None:
+                _, found = await api.call(
+                    "GET",
+                    f"{repository}/virtualmachinetemplates",
+                    media="virtualmachinetemplates",
+                )
+                return next((t for t in found["collection"] if t["name"] == "early"), None)
+
+            early = await wait_for(early_template, timeout=10)
+            assert early["state"] == "DOWNLOAD"
             machines_url = link(rack, "machines")
 
             # Discovered by the DC: the simulated ESXi host and the KVM host's AIM.

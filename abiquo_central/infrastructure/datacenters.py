@@ -306,6 +306,7 @@ async def create_datacenter(
                     kind=kind,
                     uri=uri,
                     found=result,
+                    now=now,
                 )
                 await insert_service(
                     conn,

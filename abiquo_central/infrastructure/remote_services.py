@@ -33,6 +33,8 @@ from abiquo_central.db.rows import inserted_id
 from abiquo_central.events import Action, Actor, Component, Severity, record_action, record_event
 from abiquo_central.infrastructure.checks import MAX_CHECK_TIMEOUT, Probe, Target, check_services
 from abiquo_central.link import DatacenterRequests
+from abiquo_central.tasks.outbox import enqueue
+from abiquo_dc.protocol.templates import AnnounceTemplates
 from abiquo_runtime.errors import Conflict, InvalidInput, NotFound, TemporaryError
 
 DATACENTER_NOT_FOUND = "DC-0"
@@ -88,6 +90,11 @@ DC_PATHS: Mapping[ServiceType, str] = MappingProxyType(
 
 # Their /check answers with the datacenter's UUID.
 ANSWERS_UUID = frozenset({ServiceType.VIRTUAL_FACTORY, ServiceType.BPM_SERVICE})
+
+# The datacenter's queue for the template repository's commands: like a conversion,
+# AnnounceTemplates waits there for the DC however long it is away (the rpc queue's
+# requests expire; this one's do not).
+TEMPLATE_COMMANDS = "bpm"
 
 # ISC DHCP's OMAPI port, when an omapi:// URI names none.
 DHCP_DEFAULT_PORT = 7911
@@ -344,12 +351,17 @@ async def admit(
     kind: ServiceType,
     uri: str,
     found: Probe,
+    now: datetime,
 ) -> str | None:
     """The datacenter's UUID once this service's answer is taken into account.
 
     A VIRTUAL_FACTORY's answer names the datacenter when its UUID is still unknown (it is
     stored); any answer with another UUID than the known one is a service of another
     datacenter, as is a UUID that another datacenter has already (Conflict, both).
+
+    Once the UUID is stored, the datacenter is asked (through the outbox, in `conn`'s
+    transaction) to announce its templates again: what its Appliance Manager announced
+    before, central could not place and dropped.
     """
     answered = found.uuid if found.up else None
     if answered is None:
@@ -372,6 +384,7 @@ async def admit(
             f"The VIRTUAL_FACTORY at {uri} is datacenter {other}'s ({answered})", code=UUID_TAKEN
         )
     await conn.execute(_dc.update().where(_dc.c.id == dc_id).values(uuid=answered))
+    await enqueue(conn, answered, TEMPLATE_COMMANDS, AnnounceTemplates(dc_uuid=answered), now=now)
     return answered
 
 
@@ -556,7 +569,14 @@ async def create_remote_service(
             await _type_free(conn, dc, kind)
             await uri_free(conn, uri)
             await admit(
-                conn, dc_id=dc.id, dc_name=dc.name, dc_uuid=dc.uuid, kind=kind, uri=uri, found=found
+                conn,
+                dc_id=dc.id,
+                dc_name=dc.name,
+                dc_uuid=dc.uuid,
+                kind=kind,
+                uri=uri,
+                found=found,
+                now=now,
             )
             await insert_service(
                 conn, actor, dc_id=dc.id, dc_name=dc.name, kind=kind, uri=uri, found=found, now=now
@@ -596,7 +616,14 @@ async def update_remote_service(
             row = await _row(conn, dc, kind)
             await uri_free(conn, uri, but=row.id)
             await admit(
-                conn, dc_id=dc.id, dc_name=dc.name, dc_uuid=dc.uuid, kind=kind, uri=uri, found=found
+                conn,
+                dc_id=dc.id,
+                dc_name=dc.name,
+                dc_uuid=dc.uuid,
+                kind=kind,
+                uri=uri,
+                found=found,
+                now=now,
             )
             await conn.execute(
                 _rs.update()
@@ -656,6 +683,7 @@ async def check_remote_service(
                 kind=kind,
                 uri=row.uri,
                 found=found,
+                now=now,
             )
         except Conflict as exc:
             refused = exc

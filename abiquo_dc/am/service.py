@@ -74,6 +74,7 @@ from abiquo_dc.bus import Bus, Unsubscribe
 from abiquo_dc.protocol.definitions import DiskFormat
 from abiquo_dc.protocol.jobs import InstanceRegistered, RegisterInstance
 from abiquo_dc.protocol.templates import (
+    AnnounceTemplates,
     TemplateDefinition,
     TemplateStatus,
     TemplateStatusChanged,
@@ -177,8 +178,11 @@ class ApplianceManager(Subsystem):
         if self.repository is not None:
             await self._resume_downloads()
             self.tasks.spawn(self._scan_all(), name="scan")
-        # Served without a repository too: vfactory then hears that there is none.
+        # Served without a repository too: vfactory then hears that there is none, and
+        # central's AnnounceTemplates is taken with nothing to tell rather than requeued
+        # for a handler that never comes.
         self._unserve.append(self.bus.serve(RegisterInstance, self.on_register_instance))
+        self._unserve.append(self.bus.serve(AnnounceTemplates, self.on_announce_templates))
         if self.repository is not None:
             # Last: nothing after it can fail and leave it running on a torn-down AM.
             self._usage = UsageReporter(
@@ -283,6 +287,9 @@ class ApplianceManager(Subsystem):
         # the repository takes changed. A download's progress is left to the interval.
         if self._usage is not None and state.status is not TemplateStatus.DOWNLOADING:
             self._usage.changed()
+        await self._publish_state(enterprise_id, state)
+
+    async def _publish_state(self, enterprise_id: str, state: TemplateState) -> None:
         await self.bus.publish(
             TemplateStatusChanged(
                 dc_uuid=self.dc_uuid,
@@ -676,6 +683,25 @@ class ApplianceManager(Subsystem):
         # register_instance answers only DOWNLOAD states, which carry their definition.
         assert state.template is not None
         return InstanceRegistered(template=state.template)
+
+    async def on_announce_templates(self, message: AnnounceTemplates) -> None:
+        """Tell central every template's state again, as the store has it: central asks
+        once it knows this DC, having dropped what the AM told it before. No rescan (that
+        is `rescan`'s, asked by an operator): the store is what the AM knows."""
+        if self.repository is None:
+            return
+        _, store = self._parts()
+        count = 0
+        for enterprise_id in await store.enterprises():
+            for state in await store.all(enterprise_id):
+                # Not `_announce`, which measures the usage after each change.
+                await self._publish_state(enterprise_id, state)
+                count += 1
+        # Central dropped the usage reports too while it did not know this DC: one
+        # more now rather than at the next interval.
+        if self._usage is not None:
+            self._usage.changed()
+        self.log.info("templates announced again", count=count)
 
     # -- rescanning and deleting -------------------------------------------------------
 

@@ -32,6 +32,7 @@ from abiquo_dc.protocol.monitoring import (
     VmStateChanged,
 )
 from abiquo_dc.protocol.templates import (
+    AnnounceTemplates,
     CancelConversion,
     ConversionStateChanged,
     ConvertTemplateDisk,
@@ -195,6 +196,7 @@ Inbound = (
     | InvalidateVm
     | ConvertTemplateDisk
     | CancelConversion
+    | AnnounceTemplates
 )
 Outbound = (
     Heartbeat

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from abiquo_runtime.messaging.transport import QueueSpec
 
-# The request queues each datacenter consumes, by service: VM jobs, disk conversions, and
+# The request queues each datacenter consumes, by service: VM jobs, the template
+# repository's commands (disk conversions for the BPM, AnnounceTemplates for the AM), and
 # request/reply calls (checks, discovery, monitor subscriptions) that want an answer.
 SERVICES = ("virtualfactory", "bpm", "rpc")
 

@@ -6,6 +6,8 @@ Central learns every change of a template in an enterprise's repository from
 repository's file system is from `RepositoryUsage`, and asks the
 BPM for disk conversions with `ConvertTemplateDisk` on abiquo.datacenter.requests.<dc>.bpm,
 followed by `ConversionStateChanged` notifications (START, PROGRESS, DONE, FAILED).
+`AnnounceTemplates`, on that same queue, asks the Appliance Manager to tell every
+template's state again: central dropped what it announced before central knew the DC.
 Inside the DC, vfactory asks the BPM with `ConvertDisk` on the bus (jobs.py).
 """
 
@@ -80,6 +82,17 @@ class RepositoryUsage(Message, tag="repository_usage", frozen=True, kw_only=True
     # What an unprivileged writer (the AM) may still use: statvfs's f_bavail, not f_bfree.
     free_bytes: int
     at: datetime
+
+
+class AnnounceTemplates(Message, tag="announce_templates", frozen=True, kw_only=True):
+    """A request from central: a `TemplateStatusChanged` for every template of every
+    enterprise, as the Appliance Manager knows it now (no rescan of the disk).
+
+    Central sends it when it first learns the datacenter's UUID: what the AM announced
+    before (at its start, while the DC was not registered yet) central could not place.
+    Applying a state twice is harmless, so a repeated request is too."""
+
+    dc_uuid: str
 
 
 class ConversionState(StrEnum):

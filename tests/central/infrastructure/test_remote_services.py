@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
+import msgspec
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,7 +16,10 @@ from abiquo_central.db.paging import PageRequest
 from abiquo_central.infrastructure import datacenters
 from abiquo_central.infrastructure import remote_services as rs
 from abiquo_central.infrastructure.remote_services import ServiceType
-from abiquo_dc.protocol.messages import ServiceState
+from abiquo_dc.protocol import codec
+from abiquo_dc.protocol.messages import Inbound, Message, ServiceState
+from abiquo_dc.protocol.queues import requests_queue
+from abiquo_dc.protocol.templates import AnnounceTemplates
 from abiquo_runtime.errors import Conflict, InvalidInput, NotFound
 from tests.central.conftest import T0
 from tests.central.infrastructure.test_checks import DC_UUID, FakeDc, FakeLink, serve
@@ -180,6 +184,79 @@ async def test_the_factory_names_the_datacenter(
     assert shown.status == 0
     events = await _events(engine)
     assert events[-2:] == [("REMOTE_SERVICES_CREATE", None), ("REMOTE_SERVICES_CREATE", None)]
+
+
+async def _queued(engine: AsyncEngine) -> list[tuple[str, str, Message]]:
+    """What the outbox holds for the datacenters: (dc_uuid, service, message), each
+    message without its own id (a new one each time) to compare it."""
+    out = tables.outbox
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(out.c.dc_uuid, out.c.service, out.c.body))
+        return [
+            (r.dc_uuid, r.service, _sans_id(codec.decode(r.body.encode(), Inbound))) for r in rows
+        ]
+
+
+def _sans_id(message: Message) -> Message:
+    return msgspec.structs.replace(message, message_id="")
+
+
+ASKED = [(DC_UUID, rs.TEMPLATE_COMMANDS, _sans_id(AnnounceTemplates(dc_uuid=DC_UUID)))]
+
+
+async def test_a_datacenter_first_named_is_asked_for_its_templates(
+    engine: AsyncEngine, fake_dc: FakeDc, checker: rs.Checker
+) -> None:
+    dc_id = await _dc(engine)
+    # Services registered before the factory name no datacenter: nothing to ask yet.
+    await rs.create_remote_service(
+        engine, dc_id, ServiceType.APPLIANCE_MANAGER, fake_dc.uri("am"), checker=checker, actor=None
+    )
+    assert await _queued(engine) == []
+    await rs.create_remote_service(
+        engine,
+        dc_id,
+        ServiceType.VIRTUAL_FACTORY,
+        fake_dc.uri("virtualfactory"),
+        checker=checker,
+        actor=None,
+        now=T0,
+    )
+    assert await _queued(engine) == ASKED
+    # A queue whose messages wait for the DC, not the rpc one's that expire.
+    assert requests_queue(DC_UUID, rs.TEMPLATE_COMMANDS).endswith(".bpm")
+    # Known now: other services, checks and registering again ask nothing more.
+    await rs.create_remote_service(
+        engine,
+        dc_id,
+        ServiceType.BPM_SERVICE,
+        fake_dc.uri("bpm-async"),
+        checker=checker,
+        actor=None,
+    )
+    await rs.check_remote_service(
+        engine, dc_id, ServiceType.VIRTUAL_FACTORY, checker=checker, actor=None
+    )
+    async with aiohttp.ClientSession() as session:
+        await rs.register_remote_service(
+            engine, session, dc_id, "virtualfactory", fake_dc.uri("virtualfactory")
+        )
+    assert await _queued(engine) == ASKED
+
+
+async def test_a_datacenter_created_with_its_factory_is_asked_for_its_templates(
+    engine: AsyncEngine, fake_dc: FakeDc, checker: rs.Checker
+) -> None:
+    spec = datacenters.DatacenterSpec(
+        name="bcn",
+        location="Barcelona",
+        remote_services=(
+            ("VIRTUAL_FACTORY", fake_dc.uri("virtualfactory")),
+            ("BPM_SERVICE", fake_dc.uri("bpm-async")),
+        ),
+    )
+    await datacenters.create_datacenter(engine, spec, checker=checker, actor=None, now=T0)
+    assert await _queued(engine) == ASKED
 
 
 async def _events(engine: AsyncEngine) -> list[tuple[str, int | None]]:
