@@ -14,7 +14,7 @@ from aiohttp import web
 from abiquo_central.api.auth import actor
 from abiquo_central.api.body import read_entity
 from abiquo_central.api.endpoint import PAGING, endpoint
-from abiquo_central.api.keys import CLOCK, ENGINE, SETTINGS
+from abiquo_central.api.keys import CLOCK, ENGINE, ON_QUEUED, SETTINGS
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media
 from abiquo_central.api.model import Collection, Entity
@@ -119,6 +119,8 @@ async def create_datacenter(request: web.Request) -> web.Response:
         actor=actor(request),
         now=request.config_dict[CLOCK](),
     )
+    # Its factory may have named it: a request to it was queued (AnnounceTemplates).
+    request.config_dict[ON_QUEUED]()
     edit = Hrefs.of(request)("admin", "datacenters", dc_id)
     return await _shown(request, dc_id, status=201, headers={"Location": edit})
 

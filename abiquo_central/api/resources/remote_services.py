@@ -13,7 +13,7 @@ from aiohttp import web
 from abiquo_central.api.auth import actor
 from abiquo_central.api.body import read_entity
 from abiquo_central.api.endpoint import PAGING, endpoint
-from abiquo_central.api.keys import CLOCK, ENGINE, HTTP_CLIENT, LINK, SETTINGS
+from abiquo_central.api.keys import CLOCK, ENGINE, HTTP_CLIENT, LINK, ON_QUEUED, SETTINGS
 from abiquo_central.api.links import Hrefs
 from abiquo_central.api.media import Media
 from abiquo_central.api.model import Entity
@@ -122,6 +122,8 @@ async def create_remote_service(request: web.Request) -> web.Response:
         actor=actor(request),
         now=request.config_dict[CLOCK](),
     )
+    # A factory that named its datacenter queued a request to it (AnnounceTemplates).
+    request.config_dict[ON_QUEUED]()
     edit = Hrefs.of(request)("admin", "datacenters", dc_id, "remoteservices", kind.path_name)
     return await _shown(request, dc_id, kind, status=201, headers={"Location": edit})
 
@@ -144,6 +146,7 @@ async def update_remote_service(request: web.Request) -> web.Response:
         actor=actor(request),
         now=request.config_dict[CLOCK](),
     )
+    request.config_dict[ON_QUEUED]()
     return await _shown(request, dc_id, kind)
 
 
@@ -159,14 +162,18 @@ async def delete_remote_service(request: web.Request) -> web.Response:
 async def check_remote_service(request: web.Request) -> web.Response:
     """204 when the service answers; 503 (RS-7) when it does not, 409 when it answers as
     another datacenter's. What was found is stored either way."""
-    await domain.check_remote_service(
-        request.config_dict[ENGINE],
-        path_id(request, "id"),
-        _kind(request),
-        checker=checker(request),
-        actor=actor(request),
-        now=request.config_dict[CLOCK](),
-    )
+    try:
+        await domain.check_remote_service(
+            request.config_dict[ENGINE],
+            path_id(request, "id"),
+            _kind(request),
+            checker=checker(request),
+            actor=actor(request),
+            now=request.config_dict[CLOCK](),
+        )
+    finally:
+        # What was found is stored even when the check fails: it may have queued.
+        request.config_dict[ON_QUEUED]()
     return web.Response(status=204)
 
 
