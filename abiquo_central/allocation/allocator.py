@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from abiquo_central.db import tables
 from abiquo_central.db.retry import deadlocked
+from abiquo_central.db.rows import by_primary_key
 from abiquo_runtime.errors import Conflict, NotFound
 
 NO_ROOM = "SCHEDULER-1"
@@ -194,14 +195,16 @@ async def _claim(conn: AsyncConnection, need: _Need, candidate: Any) -> Allocati
     ).scalar_one_or_none()
     port = max(FIRST_DISPLAY_PORT, (taken or 0) + 1)
     moved = await conn.execute(
-        _vm.update()
-        .where(_vm.c.id == need.vm_id, _vm.c.state == "NOT_ALLOCATED")
-        .values(
-            state="ALLOCATED",
-            machine_id=candidate.id,
-            datastore_id=candidate.datastore_id,
-            vdrp_ip=candidate.ip,
-            vdrp_port=port,
+        by_primary_key(
+            _vm.update()
+            .where(_vm.c.id == need.vm_id, _vm.c.state == "NOT_ALLOCATED")
+            .values(
+                state="ALLOCATED",
+                machine_id=candidate.id,
+                datastore_id=candidate.datastore_id,
+                vdrp_ip=candidate.ip,
+                vdrp_port=port,
+            )
         )
     )
     if moved.rowcount != 1:

@@ -26,7 +26,7 @@ from abiquo_central.cloud.states import VmState
 from abiquo_central.cloud.vapps import fetch_vapp_row
 from abiquo_central.db import tables
 from abiquo_central.db.paging import Page, PageRequest, fetch_page
-from abiquo_central.db.rows import inserted_id
+from abiquo_central.db.rows import by_primary_key, inserted_id
 from abiquo_central.events import Action, Actor, Component, record_action
 from abiquo_runtime.errors import Conflict, InvalidInput, NotFound
 
@@ -417,9 +417,11 @@ async def update_vm(
         vdc = await _reach(conn, vdc_id, vapp_id, scope)
         found = await _get(conn, vapp_id, vm_id)
         done = await conn.execute(
-            _vm.update()
-            .where(_vm.c.id == vm_id, _vm.c.state == VmState.NOT_ALLOCATED)
-            .values(updated_at=now if now is not None else datetime.now(UTC), **changes)
+            by_primary_key(
+                _vm.update()
+                .where(_vm.c.id == vm_id, _vm.c.state == VmState.NOT_ALLOCATED)
+                .values(updated_at=now if now is not None else datetime.now(UTC), **changes)
+            )
         )
         if done.rowcount != 1:
             raise Conflict(
