@@ -13,6 +13,7 @@ from abiquo_central.infrastructure.datacenters import Liveness, get_liveness, re
 from abiquo_central.infrastructure.discovery import DatacenterCalls
 from abiquo_central.infrastructure.monitoring import restore_monitoring
 from abiquo_central.link import DatacenterRequests, OnMessage
+from abiquo_central.tasks.instances import link_reported_instance
 from abiquo_central.tasks.lifecycle import apply_notification
 from abiquo_central.tasks.observations import apply_vm_event, resubscribe_all
 from abiquo_central.templates.reports import record_conversion_state, record_template_status
@@ -83,6 +84,7 @@ def message_handler(
                 await restore_monitoring(engine, calls, secrets, message.dc_uuid)
             case TemplateStatusChanged():
                 await record_template_status(engine, message)
+                await link_reported_instance(engine, message)
             case ConversionStateChanged():
                 await record_conversion_state(engine, message)
             case RepositoryUsage():

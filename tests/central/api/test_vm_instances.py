@@ -8,10 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree as ET
 
+import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from abiquo_central.db import tables
+from abiquo_central.link import NoLink
+from abiquo_central.notifications import message_handler
 from abiquo_central.tasks.lifecycle import apply_notification
 from abiquo_central.tasks.reconcile import ask_about_stale
 from abiquo_central.templates.reports import record_template_status
@@ -338,3 +341,36 @@ async def test_a_stale_instance_is_settled_unsuccessfully(
     task = await json_of(await api.get(api_path(status), headers=ADMIN), 200)
     assert (task["type"], task["state"]) == ("SNAPSHOT", "FINISHED_UNSUCCESSFULLY")
     assert await _state(api, vm) == "OFF"
+
+
+async def test_the_ams_report_alone_links_an_instance_to_its_master(
+    api: Client, engine: AsyncEngine, seeded: Seeded, clock: FakeClock, secrets: SecretBox
+) -> None:
+    """The SNAPSHOT's DONE never came (the task was settled as stale), but the AM made
+    the template and reported it: it is still the master's instance."""
+    infra, _, vm_path = await _off_vm(api, engine, seeded, clock)
+    await _instance(api, vm_path)
+    dc_uuid, sent = await _sent(engine, clock)
+    copy = _copy_of(sent.jobs[0])
+    handle = message_handler(engine=engine, link=NoLink(), secrets=secrets, request_timeout=5.0)
+    report = TemplateStatusChanged(
+        dc_uuid=dc_uuid,
+        enterprise_id=str(seeded.enterprise_id),
+        ovf_id=copy.ovf_id,
+        status=TemplateStatus.DOWNLOAD,
+        template=copy,
+        at=datetime.now(UTC),
+    )
+    await handle(report)
+    await handle(report)
+    master = f"{_templates_path(infra, seeded.enterprise_id)}/{infra.template_id}"
+    instances = await json_of(await api.get(f"{master}/action/instances", headers=ADMIN), 200)
+    [instance] = instances["collection"]
+    assert (instance["name"], instance["creationUser"]) == ("golden", "admin")
+    # A template elsewhere in the repository, even named like one, is nobody's instance.
+    other = msgspec.structs.replace(
+        copy, ovf_id="instance-00000000-0000-0000-0000-000000000000/disk.ovf"
+    )
+    await handle(msgspec.structs.replace(report, ovf_id=other.ovf_id, template=other))
+    again = await json_of(await api.get(f"{master}/action/instances", headers=ADMIN), 200)
+    assert [t["id"] for t in again["collection"]] == [instance["id"]]
