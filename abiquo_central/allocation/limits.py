@@ -108,82 +108,12 @@ def _check(
     return crossed
 
 
-async def check_deploy_limits(
-    conn: AsyncConnection, vm_id: int, *, force_soft: bool
-) -> list[Crossed]:
-    """LimitExceeded when the (allocated) VM takes its enterprise, its enterprise in its
-    datacenter, or its VDC past a limit; the soft limits passed when forced."""
-    vm = (
-        await conn.execute(
-            select(_vm.c.vdc_id, _vdc.c.enterprise_id, _vdc.c.datacenter_id)
-            .join(_vdc, _vdc.c.id == _vm.c.vdc_id)
-            .where(_vm.c.id == vm_id)
-        )
-    ).one()
-    enterprise = await lock_enterprise(conn, vm.enterprise_id)
-    in_dc = (
-        await conn.execute(
-            select(_lim).where(
-                _lim.c.enterprise_id == vm.enterprise_id, _lim.c.datacenter_id == vm.datacenter_id
-            )
-        )
-    ).one_or_none()
-    vdc = (await conn.execute(select(_vdc).where(_vdc.c.id == vm.vdc_id))).one()
-    crossed: list[Crossed] = []
-    # What is in use is summed only where there is a limit: a scope without any (the
-    # usual VDC, often the enterprise) costs no query.
-    for scope, limits, where in (
-        ("enterprise", enterprise, (_vdc.c.enterprise_id == vm.enterprise_id,)),
-        (
-            "enterprise's datacenter",
-            in_dc,
-            (
-                _vdc.c.enterprise_id == vm.enterprise_id,
-                _vdc.c.datacenter_id == vm.datacenter_id,
-            ),
-        ),
-        ("virtual datacenter", vdc, (_vm.c.vdc_id == vm.vdc_id,)),
-    ):
-        if limits is not None and _limited(limits):
-            crossed += _check(scope, limits, await _used(conn, *where), force_soft)
-    return crossed
-
-
-def _limited(limits: Any) -> bool:
-    return any(
-        getattr(limits, f"{name}_soft") or getattr(limits, f"{name}_hard")
-        for name, _, _ in RESOURCES
-    )
-
-
-_VLANS = (("vlans", "", "VLANs"),)
-
-
-async def _vlans(conn: AsyncConnection, *where: Any) -> dict[str, int]:
-    """How many private networks the VDCs matching `where` have."""
-    count = (
-        await conn.execute(
-            select(func.count())
-            .select_from(tables.vlan.join(_vdc, _vdc.c.id == tables.vlan.c.vdc_id))
-            .where(*where)
-        )
-    ).scalar_one()
-    return {"vlans": int(count)}
-
-
-async def check_vlan_limits(conn: AsyncConnection, vdc_id: int) -> list[Crossed]:
-    """Before a private network is made in the VDC: LimitExceeded when one more passes a
-    hard VLAN limit of its enterprise, of its enterprise in its datacenter, or its own;
-    the soft limits it passes."""
-    vdc = (await conn.execute(select(_vdc).where(_vdc.c.id == vdc_id))).one()
+async def _scopes(conn: AsyncConnection, vdc: Any) -> list[tuple[str, Any, tuple[Any, ...]]]:
+    """The scopes whose limits bind what `vdc` (a virtual_datacenter row) takes: each
+    named, with its limits (None where the enterprise has none in the datacenter) and
+    the condition on virtual_datacenter that selects the VDCs it counts. The
+    enterprise's row is locked first: checks of one enterprise go one after the other."""
     enterprise = await lock_enterprise(conn, vdc.enterprise_id)
-
-    async def check(scope: str, limits: Any, *where: Any) -> list[Crossed]:
-        used = await _vlans(conn, *where)
-        one_more = {"vlans": used["vlans"] + 1}
-        return _check(scope, limits, one_more, True, resources=_VLANS, adding="this network")
-
-    crossed = await check("enterprise", enterprise, _vdc.c.enterprise_id == vdc.enterprise_id)
     in_dc = (
         await conn.execute(
             select(_lim).where(
@@ -192,12 +122,66 @@ async def check_vlan_limits(conn: AsyncConnection, vdc_id: int) -> list[Crossed]
             )
         )
     ).one_or_none()
-    if in_dc is not None:
-        crossed += await check(
-            "enterprise's datacenter",
-            in_dc,
-            _vdc.c.enterprise_id == vdc.enterprise_id,
-            _vdc.c.datacenter_id == vdc.datacenter_id,
+    of_enterprise = _vdc.c.enterprise_id == vdc.enterprise_id
+    in_datacenter = _vdc.c.datacenter_id == vdc.datacenter_id
+    return [
+        ("enterprise", enterprise, (of_enterprise,)),
+        ("enterprise's datacenter", in_dc, (of_enterprise, in_datacenter)),
+        ("virtual datacenter", vdc, (_vdc.c.id == vdc.id,)),
+    ]
+
+
+def _limited(limits: Any, resources: tuple[tuple[str, str, str], ...]) -> bool:
+    """Whether `limits` set any of `resources`: only then is their use counted (a scope
+    without any, the usual VDC and often the enterprise, costs no query)."""
+    return limits is not None and any(
+        getattr(limits, f"{name}_soft") or getattr(limits, f"{name}_hard")
+        for name, _, _ in resources
+    )
+
+
+async def check_deploy_limits(
+    conn: AsyncConnection, vm_id: int, *, force_soft: bool
+) -> list[Crossed]:
+    """LimitExceeded when the (allocated) VM takes its enterprise, its enterprise in its
+    datacenter, or its VDC past a limit; the soft limits passed when forced."""
+    vdc = (
+        await conn.execute(
+            select(_vdc).join(_vm, _vm.c.vdc_id == _vdc.c.id).where(_vm.c.id == vm_id)
         )
-    crossed += await check("virtual datacenter", vdc, _vdc.c.id == vdc_id)
+    ).one()
+    crossed: list[Crossed] = []
+    for scope, limits, where in await _scopes(conn, vdc):
+        if _limited(limits, RESOURCES):
+            crossed += _check(scope, limits, await _used(conn, *where), force_soft)
+    return crossed
+
+
+_VLANS = (("vlans", "", "VLANs"),)
+
+
+async def _vlans(conn: AsyncConnection, *where: Any) -> int:
+    """How many private networks the VDCs matching `where` have."""
+    count = (
+        await conn.execute(
+            select(func.count())
+            .select_from(tables.vlan.join(_vdc, _vdc.c.id == tables.vlan.c.vdc_id))
+            .where(*where)
+        )
+    ).scalar_one()
+    return int(count)
+
+
+async def check_vlan_limits(conn: AsyncConnection, vdc_id: int) -> list[Crossed]:
+    """Before a private network is made in the VDC: LimitExceeded when one more passes a
+    hard VLAN limit of its enterprise, of its enterprise in its datacenter, or its own;
+    the soft limits it passes."""
+    vdc = (await conn.execute(select(_vdc).where(_vdc.c.id == vdc_id))).one()
+    crossed: list[Crossed] = []
+    for scope, limits, where in await _scopes(conn, vdc):
+        if _limited(limits, _VLANS):
+            one_more = {"vlans": await _vlans(conn, *where) + 1}
+            crossed += _check(
+                scope, limits, one_more, True, resources=_VLANS, adding="this network"
+            )
     return crossed

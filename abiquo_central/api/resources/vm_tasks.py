@@ -37,7 +37,12 @@ from abiquo_central.api.paging import parse_page
 from abiquo_central.api.params import path_id
 from abiquo_central.api.render import render, render_page
 from abiquo_central.api.resources.vdcs import scope
-from abiquo_central.api.resources.vms import VirtualMachineState, vm_path
+from abiquo_central.api.resources.vms import (
+    TASK_MEDIA,
+    VirtualMachineState,
+    accepted_task,
+    vm_path,
+)
 from abiquo_central.cloud import vapps, vms
 from abiquo_central.cloud.states import VmState
 from abiquo_central.db import tables
@@ -74,7 +79,7 @@ class Job(Entity, kw_only=True):
 
 
 class Task(Entity, kw_only=True):
-    media = Media.of("task")
+    media = TASK_MEDIA
 
     task_id: str
     owner_id: str
@@ -163,13 +168,7 @@ async def _start(request: web.Request, kind: TaskType | None = None) -> web.Resp
         instance=instance,
     )
     app[ON_QUEUED]()
-    hrefs = Hrefs.of(request)
-    status = (*vm_path(vdc_id, vapp_id, vm.id), "tasks", started.task_id)
-    return render(
-        request,
-        AcceptedRequest(links=[hrefs.link("status", *status, media=Task.media.one)]),
-        status=202,
-    )
+    return accepted_task(request, vdc_id, vapp_id, vm.id, started.task_id)
 
 
 def _state_change(current: VmState, wanted: str) -> TaskType:

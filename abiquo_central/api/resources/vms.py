@@ -16,7 +16,7 @@ from abiquo_central.api.body import read_entity
 from abiquo_central.api.endpoint import PAGING, endpoint
 from abiquo_central.api.keys import CLOCK, ENGINE, ON_QUEUED, SECRETS
 from abiquo_central.api.links import Hrefs
-from abiquo_central.api.media import Media, MediaName
+from abiquo_central.api.media import Media
 from abiquo_central.api.model import AcceptedRequest, Entity, Link
 from abiquo_central.api.negotiation import accepts
 from abiquo_central.api.paging import parse_page
@@ -34,6 +34,10 @@ from abiquo_runtime.errors import Conflict, InvalidInput
 
 # Abiquo's numeric ids of the states, as idState shows them.
 _STATE_IDS = {state: i for i, state in enumerate(VmState, start=1)}
+
+
+# A VM's task (vm_tasks.Task): named here, for a reconfigure answers with one too.
+TASK_MEDIA = Media.of("task")
 
 
 class VirtualMachine(Entity, kw_only=True):
@@ -313,12 +317,18 @@ async def _reconfigure_deployed(
     )
     app[ON_QUEUED]()
     vdc_id, vapp_id = _ids(request)
+    return accepted_task(request, vdc_id, vapp_id, vm.id, started.task_id)
+
+
+def accepted_task(
+    request: web.Request, vdc_id: int, vapp_id: int, vm_id: int, task_id: str
+) -> web.Response:
+    """202 with an acceptedrequest whose `status` link is the VM's task `task_id`."""
     hrefs = Hrefs.of(request)
-    status = (*vm_path(vdc_id, vapp_id, vm.id), "tasks", started.task_id)
-    task_media = MediaName("task", "task")
+    status = (*vm_path(vdc_id, vapp_id, vm_id), "tasks", task_id)
     return render(
         request,
-        AcceptedRequest(links=[hrefs.link("status", *status, media=task_media)]),
+        AcceptedRequest(links=[hrefs.link("status", *status, media=TASK_MEDIA.one)]),
         status=202,
     )
 
